@@ -1,0 +1,8 @@
+"""deghost: face-attribute editing with StyleGAN2 and fast ghosting-artifact suppression.
+
+The data flow is image → invert (pSp) → edit (w + α·n̂) → fuse (Diff-CAM mask) → suppress
+(MAResU-Net). `deghost.training` makes weights (torch), `deghost.export` turns them into ONNX
+graphs and TensorRT engines, `deghost.runtime` runs those engines without torch.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""ONNX export of every stage and FP16 TensorRT engine building."""

@@ -1,0 +1,1 @@
+"""Torch-free runtime: chains the exported engines (TensorRT or ONNX Runtime) with seamlessClone."""

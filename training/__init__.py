@@ -1,0 +1,1 @@
+"""PyTorch side of deghost: the model zoo, official checkpoint loading and training."""
