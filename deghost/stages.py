@@ -1,0 +1,87 @@
+"""The stage table: names, inputs and outputs of every exported graph (DESIGN §3), as data.
+
+Export, engine building, the runtime and the benchmarks all read this table; a stage's tensor
+names are the contract between an ONNX graph, its TensorRT engine and the code that feeds it.
+Shapes are tuples whose first entry is the symbolic batch "B"; sizes come from a preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deghost.presets import Preset, get_preset
+
+BATCH = "B"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ("B", ...) with the batch symbolic
+    dtype: str  # numpy dtype name
+    meaning: str
+
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if dim == BATCH else dim for dim in self.shape)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    network: str  # model-zoo name of the network inside the graph
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    meaning: str
+
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+
+def _image(name: str, side: int, meaning: str, channels: int = 3) -> TensorSpec:
+    return TensorSpec(name, (BATCH, channels, side, side), "float32", meaning)
+
+
+def stage_table(preset: str | Preset = "ffhq1024") -> dict[str, Stage]:
+    """Every stage of the pipeline for `preset`, in data-flow order."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    s, m = p.image_size, p.mask_size
+    mask = TensorSpec("mask", (BATCH, 1, m, m), "float32", "Diff-CAM mask in [0,1]")
+    blend_inputs = (
+        _image("image", s, "original I, RGB in [-1,1]"),
+        _image("edit", s, "edited render T, RGB in [-1,1]"),
+        mask,
+    )
+    blend_outputs = (
+        _image("fused", s, "T·M + I·(1−M), M upsampled (nearest)"),
+        _image("output", s, "ghosting-suppressed result, RGB ~[-1,1]"),
+    )
+    stages = [
+        Stage("encoder", "encoder",
+              (_image("image", s, "aligned face I, RGB in [-1,1]"),),
+              (TensorSpec("w", (BATCH, p.n_latent, p.style_dim), "float32", "W+ latent, latent_avg added"),),
+              "pSp inversion: area-downsample to the encoder size, encode, add latent_avg"),
+        Stage("generator", "generator",
+              (TensorSpec("w", (BATCH, p.n_latent, p.style_dim), "float32", "W+ latent"),),
+              (_image("image", s, "render, RGB ~[-1,1]"), _image("image256", m, "render area-pooled to the mask size")),
+              "StyleGAN2 synthesis with fixed noise"),
+        Stage("diffcam", "diffcam",
+              (_image("recon256", m, "reconstruction I' pooled, [-1,1]"), _image("edit256", m, "edit T pooled, [-1,1]"),
+               TensorSpec("class_index", (BATCH,), "int64", "classifier class of the edited attribute")),
+              (mask, TensorSpec("logits", (BATCH, p.n_classes), "float32", "attribute logits of T − I'")),
+              "differential-activation CAM in closed form"),
+        Stage("suppressor", "suppressor", blend_inputs, blend_outputs,
+              "fusion, then MAResU-Net on concat(I, F_fused) (ours)"),
+        Stage("deghosting", "deghosting", blend_inputs, blend_outputs,
+              "fusion, then EOGI Deghosting on the fused image area-pooled to its input size (baseline)"),
+        Stage("face_parser", "face_parser",
+              (_image("image", p.parser_size, "RGB in [-1,1]"),),
+              (TensorSpec("labels", (BATCH, p.parser_size, p.parser_size), "int64", "BiSeNet class per pixel"),),
+              "BiSeNet face parsing (ImageNet normalisation and argmax inside)"),
+    ]
+    return {stage.name: stage for stage in stages}
+
+
+STAGE_NAMES = tuple(stage_table())

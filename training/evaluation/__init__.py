@@ -1,0 +1,1 @@
+"""Evaluation of edited faces: PSNR, SSIM, MAE, LPIPS and FID, and the paper's tables."""
