@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from deghost.runtime.blend import FACE_CLASSES, face_mask, poisson_blend
 from deghost.runtime.images import read_image
 

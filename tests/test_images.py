@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from deghost.runtime import images
 from deghost.runtime.images import ImageError, from_model_output, read_image, to_model_input, write_image
 

@@ -1,0 +1,33 @@
+"""Markers that skip cleanly when the hardware or package is absent (see pyproject.toml)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = _cuda_available()
+    has_tensorrt = importlib.util.find_spec("tensorrt") is not None
+    reasons = {
+        "slow": None if config.getoption("--runslow") else "slow test: run with --runslow",
+        "gpu": None if has_cuda else "needs a CUDA GPU",
+        "tensorrt": None if (has_tensorrt and has_cuda) else "needs TensorRT (pip install deghost[tensorrt]) and a GPU",
+    }
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

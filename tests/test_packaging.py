@@ -1,0 +1,32 @@
+"""The package installs as one `deghost` whose subpackages come from the top-level folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_non_editable_install_imports_every_subpackage_from_another_folder(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import deghost.training.models.zoo, deghost.export.graphs, deghost.runtime.blend\n"
+        "import deghost.training.checkpoints\n"
+        "print(deghost.training.__file__); print(deghost.runtime.__file__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r})\n{code}"],
+                            capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert result.returncode == 0, result.stderr
+    for line in result.stdout.split():
+        assert line.startswith(str(target)), f"imported from the source tree, not the install: {line}"

@@ -1,0 +1,204 @@
+"""Loading the official public checkpoints safely and strictly.
+
+Every file goes through `torch.load(weights_only=True)`: no pickled code from a user's file is ever
+executed. The only non-tensor types allowed are the plain ones the official files hold
+(`argparse.Namespace` in rosinality training checkpoints). Each loader checks the state_dict against
+the model it fills and refuses a mismatch with the first differences listed.
+
+| file                       | loader              | content                                                  |
+|----------------------------|---------------------|----------------------------------------------------------|
+| stylegan2-ffhq-config-f.pt | load_stylegan2      | `g_ema` (+ optional `g`, `d`, `latent_avg`)              |
+| psp_ffhq_encode.pt         | load_psp            | `state_dict` (`encoder.*`, `decoder.*`), `latent_avg`    |
+| 79999_iter.pth             | load_bisenet        | BiSeNet state_dict                                       |
+| diff_cam_weight.pt         | load_diffcam        | `shared.*`, `classifier.*`, `fc.*`                       |
+| deghosting.pt              | load_deghosting     | EOGI Deghosting, mmgen generator names                   |
+| vgg16-397923af.pth         | load_vgg16_features | torchvision VGG-16 (`features.*` used)                   |
+| suppressor checkpoints     | load_maresunet      | deghost's MAResU-Net: a state_dict or a `model` entry    |
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deghost.presets import get_preset
+
+from .models.bisenet import BiSeNet
+from .models.diffcam import DiffCam
+from .models.eogi_deghosting import Deghosting, deghosting_from_official
+from .models.maresunet import MAResUNet
+from .models.psp import PSPEncoder
+from .models.stylegan2 import Discriminator, Generator
+from .models.stylegan2_keys import mmgen_to_rosinality
+from .models.vgg import VGG16Features
+
+# Plain types that official files pickle besides tensors; nothing that carries code.
+SAFE_GLOBALS = [argparse.Namespace]
+_MAX_LISTED = 8
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, unsafe, or not the layout the model expects."""
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a checkpoint on the CPU (files saved from CUDA included) without running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of the downloaded file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError by case
+        raise CheckpointError(
+            f"cannot load {path} safely: {error}. deghost only reads tensors and plain values "
+            "(weights_only=True); re-save the file as a plain state_dict with torch.save(model.state_dict())."
+        ) from error
+    if not isinstance(content, Mapping):
+        raise CheckpointError(f"{path} holds a {type(content).__name__}, expected a dict of tensors")
+    return dict(content)
+
+
+def compare_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences (missing, unexpected, wrong shape) between two state_dicts."""
+    problems = [f"missing key {k}" for k in expected if k not in got]
+    problems += [f"unexpected key {k}" for k in got if k not in expected]
+    problems += [
+        f"{k}: shape {tuple(got[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    return problems
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """Fill `model` from `state_dict`, refusing any key or shape difference with the first few listed."""
+    problems = compare_state_dict(model.state_dict(), state_dict)
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise CheckpointError(
+            f"{source} does not match {type(model).__name__} ({len(problems)} differences):\n  {listed}{more}\n"
+            "Check that the file is the one named for this network and that the preset matches its resolution."
+        )
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def _fill_missing_buffers(model: nn.Module, state_dict: dict, source: str) -> dict:
+    """Older StyleGAN2 converters omit the fixed noise and FIR kernel buffers: regenerate them."""
+    reference = model.state_dict()
+    restorable = [k for k in reference if k not in state_dict and (k.startswith("noises.") or k.endswith("kernel"))]
+    if restorable:
+        warnings.warn(
+            f"{source} has no {len(restorable)} fixed buffers (noises.*, FIR kernels), as older converters "
+            "write them; FIR kernels are regenerated exactly, noise buffers are drawn anew from the model's seed.",
+            stacklevel=3,
+        )
+        state_dict = {**state_dict, **{k: reference[k] for k in restorable}}
+    return state_dict
+
+
+def _prefixed(state_dict: Mapping, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _require(content: Mapping, key: str, path: Path, hint: str) -> object:
+    if key not in content:
+        raise CheckpointError(f"{path} has no {key!r} entry (found {sorted(content)[:6]}); {hint}")
+    return content[key]
+
+
+@dataclass
+class StyleGAN2Checkpoint:
+    generator: Generator
+    discriminator: Discriminator | None
+    latent_avg: torch.Tensor | None  # [512] mean of the mapping network's output, if stored
+
+
+def load_stylegan2(path: str | Path, size: int = 1024) -> StyleGAN2Checkpoint:
+    """rosinality `stylegan2-ffhq-config-f.pt`: the EMA generator, optional discriminator and latent_avg."""
+    path = Path(path)
+    content = load_file(path)
+    g_ema = _require(content, "g_ema", path, "is this a rosinality StyleGAN2 checkpoint?")
+    generator = Generator(size)
+    load_strict(generator, _fill_missing_buffers(generator, dict(g_ema), f"{path}['g_ema']"), f"{path}['g_ema']")
+    discriminator = None
+    if "d" in content:
+        discriminator = load_strict(Discriminator(size), content["d"], f"{path}['d']")
+    return StyleGAN2Checkpoint(generator, discriminator, content.get("latent_avg"))
+
+
+@dataclass
+class PSPCheckpoint:
+    encoder: PSPEncoder
+    generator: Generator
+    latent_avg: torch.Tensor  # [n_latent, 512], added to the encoder's codes
+
+
+def load_psp(path: str | Path, preset: str = "ffhq1024") -> PSPCheckpoint:
+    """pSp `psp_ffhq_encode.pt`: encoder, its StyleGAN2 decoder and the W+ latent_avg."""
+    path = Path(path)
+    spec = get_preset(preset)
+    content = load_file(path)
+    state = _require(content, "state_dict", path, "is this a pSp checkpoint (psp_ffhq_encode.pt)?")
+    latent_avg = _require(content, "latent_avg", path, "pSp checkpoints store latent_avg [18,512]")
+    if tuple(latent_avg.shape) != (spec.n_latent, spec.style_dim):
+        raise CheckpointError(
+            f"{path}: latent_avg has shape {tuple(latent_avg.shape)}, preset {preset} expects "
+            f"({spec.n_latent}, {spec.style_dim})"
+        )
+    encoder = load_strict(PSPEncoder(n_styles=spec.n_latent), _prefixed(state, "encoder."), f"{path} encoder.*")
+    generator = Generator(spec.image_size)
+    decoder_state = _fill_missing_buffers(generator, _prefixed(state, "decoder."), f"{path} decoder.*")
+    load_strict(generator, decoder_state, f"{path} decoder.*")
+    return PSPCheckpoint(encoder, generator, latent_avg.float())
+
+
+def load_bisenet(path: str | Path) -> BiSeNet:
+    """face-parsing.PyTorch `79999_iter.pth` (19 classes)."""
+    return load_strict(BiSeNet(n_classes=19), load_file(path), str(path))
+
+
+def load_diffcam(path: str | Path, n_classes: int = 17) -> DiffCam:
+    """EOGI `diff_cam_weight.pt`: Diff-CAM encoder + attribute classifier."""
+    content = load_file(path)
+    state = content.get("state_dict", content)
+    return load_strict(DiffCam(n_classes=n_classes), state, str(path))
+
+
+def load_deghosting(path: str | Path, preset: str = "ffhq1024") -> Deghosting:
+    """EOGI `deghosting.pt` (mmgen generator key names, remapped to rosinality ones)."""
+    spec = get_preset(preset)
+    content = load_file(path)
+    state = content.get("state_dict", content)
+    model = Deghosting(in_size=spec.deghosting_size, out_size=spec.image_size)
+    return load_strict(model, deghosting_from_official(state), str(path))
+
+
+def load_mmgen_generator(state_dict: Mapping[str, torch.Tensor], size: int, source: str) -> Generator:
+    """A StyleGAN2 generator stored with mmgen key names (e.g. inside EOGI's deghosting.pt)."""
+    return load_strict(Generator(size), mmgen_to_rosinality(dict(state_dict)), source)
+
+
+def load_vgg16_features(path: str | Path) -> VGG16Features:
+    """torchvision `vgg16-397923af.pth`: only `features.*` is used (the classifier is ignored)."""
+    content = load_file(path)
+    model = VGG16Features()
+    features = {k: v for k, v in content.items() if k in model.state_dict()}
+    if not any(k.startswith("features.") for k in content):
+        raise CheckpointError(f"{path} has no features.* keys; expected torchvision's vgg16-397923af.pth")
+    return load_strict(model, features, str(path))
+
+
+def load_maresunet(path: str | Path) -> MAResUNet:
+    """A deghost suppressor checkpoint: a bare state_dict, or a training checkpoint's `model` entry."""
+    content = load_file(path)
+    state = content.get("model", content.get("state_dict", content))
+    return load_strict(MAResUNet(in_channels=6, out_channels=3), state, str(path))
