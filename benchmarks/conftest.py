@@ -1,0 +1,38 @@
+"""Options and the shared results report of `pytest benchmarks --benchmark-only`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.machine import describe
+from benchmarks.report import Report
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("deghost")
+    group.addoption("--preset", default="tiny", choices=["tiny", "ffhq1024"],
+                    help="network sizes for the timing benchmarks (default: tiny, minutes on a CPU)")
+    group.addoption("--images", type=int, default=None,
+                    help="images per round for the end-to-end comparison (default: 4 on a CPU, 1000 on a GPU)")
+    group.addoption("--rounds", type=int, default=3, help="interleaved rounds of network vs EOGI (default: 3)")
+    group.addoption("--results-dir", default=str(Path(__file__).parent / "results"),
+                    help="where results.json, results.md and results.png are written")
+
+
+@pytest.fixture(scope="session")
+def torch_module():
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return torch
+
+
+@pytest.fixture(scope="session")
+def report(request, torch_module):
+    collected = Report(describe(torch_module))
+    yield collected
+    if collected.sections:
+        for path in collected.write(Path(request.config.getoption("--results-dir"))):
+            print(f"\nbenchmark results: {path}")

@@ -1,0 +1,79 @@
+"""Benchmark results: collected during the run, written at the end as JSON, Markdown and a bar chart.
+
+The README's results section is generated from the Markdown file, so every figure there carries
+the machine it was measured on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Report:
+    machine: dict
+    sections: dict[str, list[dict]] = field(default_factory=dict)  # title → rows (same keys per section)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, section: str, row: dict) -> None:
+        self.sections.setdefault(section, []).append(row)
+
+    def markdown(self) -> str:
+        lines = ["# deghost benchmark results", ""]
+        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in self.machine.items()))
+        lines.append(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with "
+                     "`pytest benchmarks --benchmark-only`. Weights are untrained (random, seeded): "
+                     "sizes and timings only.")
+        for title, rows in self.sections.items():
+            lines += ["", f"## {title}", ""]
+            keys = list(rows[0])
+            lines.append("| " + " | ".join(keys) + " |")
+            lines.append("|" + "---|" * len(keys))
+            lines += ["| " + " | ".join(_format(row.get(k)) for k in keys) + " |" for row in rows]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / "results.json", folder / "results.md"]
+        paths[0].write_text(json.dumps({"machine": self.machine, "sections": self.sections, "notes": self.notes},
+                                       indent=2, default=str) + "\n")
+        paths[1].write_text(self.markdown())
+        bars = [(row["label"], row["seconds"]) for rows in self.sections.values() for row in rows
+                if "label" in row and "seconds" in row]
+        if bars:
+            paths.append(folder / "results.png")
+            cv2.imwrite(str(paths[-1]), bar_chart(bars, "seconds (lower is better)"))
+        return paths
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def bar_chart(bars: list[tuple[str, float]], title: str, width: int = 900) -> np.ndarray:
+    """A horizontal bar chart as a BGR image (OpenCV only: no plotting dependency)."""
+    row, margin, label_width = 28, 12, 330
+    height = margin * 3 + row * (len(bars) + 1)
+    image = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(image, title, (margin, margin + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    longest = max(value for _, value in bars) or 1.0
+    for index, (label, value) in enumerate(bars):
+        top = margin * 2 + row * (index + 1)
+        length = int((width - label_width - 90) * value / longest)
+        cv2.putText(image, label[:44], (margin, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(image, (label_width, top + 4), (label_width + length, top + row - 6), (180, 110, 40), -1)
+        cv2.putText(image, f"{value:.3g}", (label_width + length + 6, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return image
