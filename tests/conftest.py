@@ -31,3 +31,17 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tmp_path_factory):
+    """The tiny preset's six stages as validated FP32 ONNX graphs, built once per session (~2 min on 2 cores).
+
+    Folder: <stage>.onnx, directions/<attribute>.npy and manifest.json (one Artifact per graph, with
+    its validation errors against PyTorch), all untrained: the build's `--random-init 0 --onnx-only`.
+    """
+    from deghost.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    build(BuildOptions(out=out, preset="tiny", random_init=0, onnx_only=True, precision="fp32"), log=lambda _: None)
+    return out

@@ -1,0 +1,53 @@
+"""TensorRT engines from the tiny ONNX graphs, compared with ONNX Runtime (need TensorRT and a GPU)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from deghost.export.build import BuildOptions, build
+from deghost.export.fp16 import FP16_BOUNDS, convert_stage
+from deghost.export.tensorrt import STRONGLY_TYPED, build_engine, environment_info
+from deghost.manifest import Manifest
+from deghost.presets import get_preset
+from deghost.stages import stage_table
+
+pytestmark = pytest.mark.tensorrt
+
+
+def test_strongly_typed_fp16_suppressor_engine_matches_onnxruntime_and_is_a_plain_plan(tiny_onnx_dir, tmp_path):
+    import tensorrt as trt
+
+    stage = stage_table(get_preset("tiny"))["suppressor"]
+    convert_stage(tiny_onnx_dir / "suppressor.onnx", stage, tmp_path / "suppressor.fp16.onnx")
+    plan_path = tmp_path / "suppressor.fp16.plan"
+    validation = build_engine(tmp_path / "suppressor.fp16.onnx", stage, plan_path, (1, 2, 3), STRONGLY_TYPED,
+                              workspace_gb=1, timing_cache=tmp_path / "timing.cache",
+                              reference_onnx=tiny_onnx_dir / "suppressor.onnx")
+    assert validation["batches"] == [1, 3]
+    assert validation["worst"] <= FP16_BOUNDS["suppressor"]
+    assert (tmp_path / "timing.cache").stat().st_size > 0
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
+    assert engine is not None  # as trtexec --loadEngine reads it: nothing prepended
+    assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["image", "edit", "mask", "fused",
+                                                                                  "output"]
+
+
+def test_build_records_the_engine_with_its_tensorrt_version_and_gpu_and_skips_it_on_rerun(tiny_onnx_dir, tmp_path):
+    for name in ("face_parser.onnx", "manifest.json"):
+        shutil.copy(tiny_onnx_dir / name, tmp_path / name)
+    options = BuildOptions(out=tmp_path, preset="tiny", stages=("face_parser",), random_init=0, batch=(1, 1, 2),
+                           require_tensorrt=True, workspace_gb=1)
+    logged: list[str] = []
+    engine = build(options, log=logged.append).find("face_parser", "tensorrt", "fp16")
+    environment = environment_info()
+    assert "face_parser onnx fp32: unchanged, skipped" in logged
+    assert engine.file == "face_parser.fp16.plan" and engine.tensorrt_version == environment.tensorrt_version
+    assert (engine.gpu_name, engine.compute_capability) == (environment.gpu_name, environment.compute_capability)
+    assert engine.onnx_sha256 == Manifest.load(tmp_path).find("face_parser", "onnx", "fp16").sha256
+    assert engine.inputs[0].profile == [[1, 3, 256, 256], [1, 3, 256, 256], [2, 3, 256, 256]]
+
+    logged.clear()
+    build(options, log=logged.append)
+    assert "face_parser tensorrt fp16: unchanged, skipped" in logged
