@@ -190,38 +190,49 @@ def open_backend(
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    reason = ""
     if backend in ("auto", "tensorrt"):
         engine = _find(manifest, stage, "tensorrt", precision or "fp16")
-        reason = "the manifest lists no TensorRT engine for it" if engine is None else tensorrt_unavailable()
-        if reason is None:
-            from . import tensorrt
-
-            try:
-                opened = tensorrt.TensorRTBackend(manifest, engine)
-            except BackendError as error:
-                if backend == "tensorrt":
-                    raise
-                reason = str(error)
-            else:
-                log.info("%s: TensorRT %s engine %s", stage, engine.precision, engine.file)
-                return opened
+        opened, reason = _open_engine(manifest, engine, strict=backend == "tensorrt")
+        if opened is not None:
+            log.info("%s: TensorRT %s engine %s", stage, engine.precision, engine.file)
+            return opened
         if backend == "tensorrt":
             raise BackendError(
                 f"{stage}: TensorRT requested, but {reason}; build the engine with python export/build_engines.py "
                 f"--stages {stage} --out {manifest.folder}, or run with --backend onnxruntime"
             )
-        log.info("%s: not on TensorRT (%s)", stage, reason)
+        if engine is not None:  # engines were built, yet cannot run here: worth more than an info line
+            log.warning("%s: TensorRT engine %s not used: %s", stage, engine.file, reason)
     graph = _find(manifest, stage, "onnx", precision or "fp32")
     if graph is None:
         raise ManifestError(
             f"{manifest.path} lists no ONNX graph for the '{stage}' stage; export it: "
-            f"python export/build.py --stages {stage} --out {manifest.folder}"
+            f"python export/build_engines.py --stages {stage} --out {manifest.folder}"
         )
     from .onnxruntime import OnnxRuntimeBackend
 
     opened = OnnxRuntimeBackend(manifest, graph, threads=threads)
-    log.info("%s: ONNX Runtime (%s) %s graph %s", stage, opened.device.upper(), graph.precision, graph.file)
+    log.info("%s: ONNX Runtime (%s) %s graph %s%s", stage, opened.device.upper(), graph.precision, graph.file,
+             f"; not TensorRT: {reason}" if reason else "")
     return opened
+
+
+def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> tuple[Backend | None, str]:
+    """(the engine's backend, "") or (None, why not); with `strict`, a refused engine raises its error."""
+    if engine is None:
+        return None, "the manifest lists no TensorRT engine for it"
+    reason = tensorrt_unavailable()
+    if reason is not None:
+        return None, reason
+    from . import tensorrt
+
+    try:
+        return tensorrt.TensorRTBackend(manifest, engine), ""
+    except BackendError as error:
+        if strict:
+            raise
+        return None, str(error)
 
 
 def _find(manifest: Manifest, stage: str, kind: str, preferred: str) -> Artifact | None:

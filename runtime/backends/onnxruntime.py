@@ -1,0 +1,123 @@
+"""ONNX Runtime backend: one InferenceSession per stage graph, on CUDA where onnxruntime-gpu loads, else CPU.
+
+On the CPU, `session.run` is already copy-free for contiguous numpy feeds. On CUDA the session runs
+through IO binding, so an output the next stage needs stays on the GPU (a DeviceTensor over the
+OrtValue's memory) and a feed that is such a tensor is bound by its device address, rows included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+
+import numpy as np
+import onnxruntime as ort
+
+from deghost.manifest import Artifact, Manifest
+
+from . import BackendError, DeviceTensor, Feed, check_feeds, host_feed
+
+log = logging.getLogger("deghost.runtime")
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def providers_to_try(device: str = "auto") -> list[str]:
+    """CUDA first where this onnxruntime build has it (device "auto" or "cuda"), always CPU last."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise BackendError(f"unknown ONNX Runtime device {device!r}; choose auto, cuda or cpu")
+    has_cuda = _CUDA in ort.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise BackendError(
+            "ONNX Runtime on CUDA requested, but this onnxruntime has no CUDA provider; "
+            "pip uninstall onnxruntime && pip install onnxruntime-gpu"
+        )
+    return [_CUDA, _CPU] if has_cuda and device != "cpu" else [_CPU]
+
+
+class OnnxRuntimeBackend:
+    """One stage's ONNX graph (see `deghost.runtime.backends.Backend`)."""
+
+    kind = "onnxruntime"
+    max_batch = None  # the graphs have a dynamic batch axis
+
+    def __init__(self, manifest: Manifest, artifact: Artifact, threads: int | None = None, device: str = "auto"):
+        path = manifest.verify(artifact)
+        self.stage, self.artifact = artifact.stage, artifact
+        options = ort.SessionOptions()
+        # All cores for one operator at a time: the stages run one after another, so inter-op
+        # parallelism has nothing to overlap, and ORT's default (physical cores) leaves SMT idle.
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        requested = providers_to_try(device)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=requested)
+        except Exception as error:  # ORT raises its own exception types, all worth the same advice
+            raise BackendError(
+                f"{self.stage}: ONNX Runtime could not load {path} ({error}); re-export it: "
+                f"python export/build_engines.py --stages {self.stage} --out {manifest.folder}"
+            ) from error
+        # A CUDA provider that fails to initialise (CUDA/cuDNN version mismatch) is dropped silently:
+        # the session then runs on the CPU, many times slower, unless we look.
+        active = self.session.get_providers()
+        self.device = "cuda" if _CUDA in active else "cpu"
+        if _CUDA in requested and self.device == "cpu":
+            log.warning(
+                "%s: onnxruntime-gpu is installed but its CUDA provider did not load, so this stage runs on the "
+                "CPU; check that the installed CUDA and cuDNN versions are the ones onnxruntime-gpu %s needs",
+                self.stage, ort.__version__,
+            )
+        self._check_names()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [info.name for info in self.artifact.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [info.name for info in self.artifact.outputs]
+
+    def _check_names(self) -> None:
+        graph_inputs = [node.name for node in self.session.get_inputs()]
+        graph_outputs = [node.name for node in self.session.get_outputs()]
+        if sorted(graph_inputs) != sorted(self.input_names) or sorted(graph_outputs) != sorted(self.output_names):
+            raise BackendError(
+                f"{self.stage}: the graph has inputs {graph_inputs} and outputs {graph_outputs}, the manifest "
+                f"says {self.input_names} → {self.output_names}; re-export the stage"
+            )
+
+    def run(self, feeds: dict[str, Feed], keep: Collection[str] = ()) -> dict[str, np.ndarray | DeviceTensor]:
+        check_feeds(self.artifact, feeds)
+        if self.device == "cpu":
+            arrays = {info.name: host_feed(feeds[info.name], info) for info in self.artifact.inputs}
+            return dict(zip(self.output_names, self.session.run(self.output_names, arrays), strict=True))
+        return self._run_bound(feeds, keep)
+
+    def _run_bound(self, feeds: dict[str, Feed], keep: Collection[str]) -> dict[str, np.ndarray | DeviceTensor]:
+        binding = self.session.io_binding()
+        for info in self.artifact.inputs:
+            value = feeds[info.name]
+            runs = list(value.row_runs()) if isinstance(value, DeviceTensor) else []
+            if len(runs) == 1 and np.dtype(value.dtype) == np.dtype(info.dtype):
+                first, _ = runs[0]
+                binding.bind_input(info.name, "cuda", 0, np.dtype(info.dtype).type, list(value.view_shape),
+                                   value.pointer + first * value.row_bytes)
+            else:  # host data, or rows scattered over the producer's array: one upload
+                binding.bind_cpu_input(info.name, host_feed(value, info))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda" if name in keep else "cpu")
+        self.session.run_with_iobinding(binding)
+        results = {}
+        for info, value in zip(self.artifact.outputs, binding.get_outputs(), strict=True):
+            if info.name in keep:
+                results[info.name] = DeviceTensor(value.data_ptr(), tuple(value.shape()), np.dtype(info.dtype),
+                                                  value.numpy, owner=value)
+            else:
+                results[info.name] = value.numpy()
+        return results
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,416 @@
+"""The editing pipeline over the exported stages (DESIGN §1, §4), torch-free.
+
+    encoder(I) → w;  w_edit = w + α·n̂;  generator(concat[w, w_edit]) → I', T (+ 256² copies)
+    diffcam(I'₂₅₆, T₂₅₆, class) → M;  then one or more suppress modes:
+      network: suppressor(I, T, M) → F_fused, out        eogi: deghosting(I, T, M) → F_fused, out
+      poisson: face_parser(F_fused), face_parser(I) → M_face;  out = seamlessClone(F_fused → I, M_face)
+      none:    out = F_fused = T·M + I·(1−M)
+
+    pipe = Pipeline.load("engines/", backend="auto")
+    result = pipe.edit(images, attribute="smile", alpha=20.0, suppress="network")
+    result.output  # [N,3,S,S] float32 in [-1,1];  result.rgb() → [N,S,S,3] uint8
+
+Several attributes and alphas run in one call: the edits are every attribute at every alpha, and
+result row i·K + k is image i with edit k. Inside, rows are ordered edit-major so each image's
+reconstruction is rendered once and the generator's outputs reach the next stages as row views.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deghost.attributes import ATTRIBUTES
+from deghost.manifest import Manifest, ManifestError, sha256_of
+from deghost.presets import get_preset
+
+from .backends import Backend, DeviceTensor, open_backend
+from .blend import face_mask, poisson_blend
+from .directions import DEFAULT_ALPHA, apply_direction, load_direction
+from .images import ImageError, from_model_output, to_model_input
+
+Images = np.ndarray | Sequence[np.ndarray]  # see Pipeline.edit
+SUPPRESS_MODES = ("network", "poisson", "eogi", "none")
+SUPPRESS_STAGES = {"network": "suppressor", "eogi": "deghosting", "poisson": "face_parser", "none": None}
+UNTRAINED_LABEL = "untrained weights: timings and plumbing only"
+GLUE = "glue"  # timing key: everything outside the backends and the blend (conversions, copies, fusion)
+BLEND = "blend"  # timing key: face masks and seamlessClone
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare the direction arrays element-wise
+class Edit:
+    """One edit applied to every image: w + alpha·direction, masked with Diff-CAM class `class_index`.
+
+    `class_index` None (a direction file of no known attribute, no class given) means: per row, the
+    class with the largest logit of C(E_t(T) − E_t(I')), the attribute the edit changed most.
+    """
+
+    attribute: str
+    alpha: float
+    class_index: int | None
+    direction: np.ndarray = field(repr=False)  # [n_latent,512] float32, ‖·‖_F = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.attribute}{self.alpha:+g}"
+
+
+@dataclass
+class EditResult:
+    """The pipeline's results. Row r = i·K + k is image i with edit k (K = len(edits), N = B·K rows).
+
+    Images are float32 [N,3,S,S] in [-1,1] (S = image side of the preset); `rgb()` gives uint8.
+    """
+
+    images: np.ndarray  # [B,3,S,S] the inputs I as the models saw them
+    outputs: dict[str, np.ndarray]  # suppress mode → [N,3,S,S], in the order asked for
+    fused: np.ndarray  # [N,3,S,S] F_fused = T·M + I·(1−M)
+    mask: np.ndarray  # [N,1,m,m] Diff-CAM mask in [0,1]
+    logits: np.ndarray  # [N,n_classes] classifier scores of T − I'
+    class_index: np.ndarray  # [N] int64, the Diff-CAM class each mask is for
+    w: np.ndarray  # [B,n_latent,512] inverted latents
+    w_edit: np.ndarray  # [N,n_latent,512] edited latents
+    edits: list[Edit]
+    timings_ms: dict[str, float]  # per stage, plus BLEND and GLUE; for this whole call
+    untrained: bool  # the weights are random (seeded): results show plumbing and timing only
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> np.ndarray:
+        """The first requested suppress mode's output, [N,3,S,S]."""
+        return next(iter(self.outputs.values()))
+
+    def row(self, image: int, edit: int = 0) -> int:
+        return image * len(self.edits) + edit
+
+    def rgb(self, name: str | None = None) -> np.ndarray:
+        """uint8 [N,S,S,3] of a suppress mode's output (default: the first) or of "fused"."""
+        return from_model_output(self.fused if name == "fused" else self.outputs[name] if name else self.output)
+
+
+class Pipeline:
+    """The stages of one engine folder, opened on first use (see the module docstring)."""
+
+    def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
+                 precision: str | None = None):
+        if not manifest.artifacts:
+            raise ManifestError(
+                f"{manifest.path} lists nothing; build it: python export/build_engines.py --out {manifest.folder}"
+            )
+        presets = {artifact.preset for artifact in manifest.artifacts}
+        if len(presets) != 1:
+            raise ManifestError(f"{manifest.path} mixes presets {sorted(presets)}; rebuild all stages with one")
+        self.manifest, self.preset = manifest, get_preset(presets.pop())
+        self.backend_name, self.threads, self.precision = backend, threads, precision
+        self._backends: dict[str, Backend] = {}
+        self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
+
+    @classmethod
+    def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
+             precision: str | None = None) -> Pipeline:
+        """The pipeline of the engines and graphs listed in `folder`/manifest.json."""
+        return cls(Manifest.load(folder), backend, threads, precision)
+
+    # -- what the folder holds ----------------------------------------------------------------------
+
+    @property
+    def untrained(self) -> bool:
+        """True when any network or direction of the folder is randomly initialised."""
+        directions = (str(entry.get("source", "")) for entry in self.manifest.directions.values())
+        return any(a.untrained for a in self.manifest.artifacts) or any(s.startswith("untrained") for s in directions)
+
+    @property
+    def attributes(self) -> list[str]:
+        """The attributes with a direction in the manifest."""
+        return sorted(self.manifest.directions)
+
+    def backend(self, stage: str) -> Backend:
+        """The stage's backend, opened on first use (TensorRT or ONNX Runtime, see `open_backend`)."""
+        if stage not in self._backends:
+            self._backends[stage] = open_backend(self.manifest, stage, self.backend_name, self.precision,
+                                                 self.threads)
+        return self._backends[stage]
+
+    def prepare(self, suppress: str | Sequence[str] = "network") -> dict[str, str]:
+        """Open every stage the suppress modes need now, so configuration errors come before any work;
+        returns `describe()`."""
+        for stage in self._stages_for(_modes(suppress)):
+            self.backend(stage)
+        return self.describe()
+
+    def describe(self) -> dict[str, str]:
+        """Each opened stage → "kind/device precision", e.g. "onnxruntime/cpu fp32"."""
+        return {stage: f"{b.kind}/{b.device} {b.artifact.precision}" for stage, b in self._backends.items()}
+
+    @staticmethod
+    def _stages_for(modes: Sequence[str]) -> list[str]:
+        return ["encoder", "generator", "diffcam"] + [SUPPRESS_STAGES[m] for m in modes if SUPPRESS_STAGES[m]]
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._backends = {}
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- edits --------------------------------------------------------------------------------------
+
+    def edits(self, attribute: str | Sequence[str] = "smile", alpha: float | Sequence[float] = DEFAULT_ALPHA,
+              class_index: int | None = None) -> list[Edit]:
+        """Every attribute at every alpha, attribute-major. An attribute is a name listed in the
+        manifest's directions or the path of a direction `.npy`; `class_index` overrides the Diff-CAM
+        class (default: the attribute table's class for a known name, else see `Edit`)."""
+        attributes = [attribute] if isinstance(attribute, (str, Path)) else list(attribute)
+        alphas = [alpha] if np.isscalar(alpha) else list(alpha)
+        if not attributes or not alphas:
+            raise ValueError("give at least one attribute and one alpha")
+        if not all(np.isfinite(a) for a in alphas):
+            raise ValueError(f"alpha must be finite; got {alphas}")
+        if class_index is not None and not 0 <= class_index < self.preset.n_classes:
+            raise ValueError(f"class_index must be in [0, {self.preset.n_classes}); got {class_index}")
+        edits = []
+        for name in map(str, attributes):
+            direction, known_class = self._direction(name)
+            label = Path(name).stem if name not in self.manifest.directions else name
+            for a in alphas:
+                edits.append(Edit(label, float(a), known_class if class_index is None else class_index, direction))
+        return edits
+
+    def _direction(self, name: str) -> tuple[np.ndarray, int | None]:
+        if name not in self._directions:
+            entry = self.manifest.directions.get(name)
+            if entry is not None:
+                path = self.manifest.folder / entry["file"]
+                if "sha256" in entry and path.is_file() and sha256_of(path) != entry["sha256"]:
+                    raise ManifestError(f"direction {path} does not match its sha256 in {self.manifest.path}")
+                known = ATTRIBUTES[name].class_index if name in ATTRIBUTES else entry.get("class_index")
+            elif name.endswith(".npy") or Path(name).is_file():
+                path, known = Path(name), None
+            else:
+                raise ValueError(
+                    f"unknown attribute {name!r}; available: {', '.join(self.attributes) or '(none in the manifest)'}"
+                    ", or the path of a direction .npy"
+                )
+            self._directions[name] = (load_direction(path, self.preset.n_latent, self.preset.style_dim), known)
+        return self._directions[name]
+
+    def edit(self, images: Images, attribute: str | Sequence[str] = "smile",
+             alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str | Sequence[str] = "network",
+             class_index: int | None = None) -> EditResult:
+        """Edit `images` with every attribute at every alpha, and suppress ghosting with each mode.
+
+        images: one RGB uint8 [H,W,3] array or a list of them (center-cropped and resized to the preset's
+        side, with warnings), or float32 [B,3,S,S] / [3,S,S] in [-1,1] at the preset's side S.
+        suppress: "network", "poisson", "eogi", "none", or a list of them (they share the generation).
+        """
+        return self.run(images, self.edits(attribute, alpha, class_index), suppress)
+
+    def run(self, images: Images, edits: Sequence[Edit], suppress: str | Sequence[str] = "network") -> EditResult:
+        """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once)."""
+        started = time.perf_counter()
+        modes = _modes(suppress)
+        batch, warnings = self.model_batch(images)
+        edits, timer = list(edits), _Timer()
+        n_images, n_edits = len(batch), len(edits)
+        group, edit_group = self._chunk_shape(n_images, n_edits, modes)
+        latents, parts = [], []
+        for i0 in range(0, n_images, group):
+            images_i = batch[i0 : i0 + group]
+            with timer("encoder"):
+                w = _host(self.backend("encoder").run({"image": images_i})["w"])
+            latents.append(w)
+            for k0 in range(0, n_edits, edit_group):
+                chunk = self._edit_chunk(images_i, w, edits[k0 : k0 + edit_group], modes, timer)
+                # chunk rows are edit-major (kk·g + ii); result rows image-major ((i0 + ii)·K + k0 + kk)
+                kk, ii = np.divmod(np.arange(len(chunk["mask"])), len(images_i))
+                parts.append(((i0 + ii) * n_edits + k0 + kk, chunk))
+        merged = _merge_rows(parts, n_images * n_edits)
+        timings = timer.ms
+        timings[GLUE] = (time.perf_counter() - started) * 1e3 - sum(timings.values())
+        return EditResult(
+            images=batch, outputs={mode: merged[f"out:{mode}"] for mode in modes}, fused=merged["fused"],
+            mask=merged["mask"], logits=merged["logits"], class_index=merged["class_index"],
+            w=np.concatenate(latents), w_edit=merged["w_edit"], edits=edits, timings_ms=timings,
+            untrained=self.untrained, warnings=warnings,
+        )
+
+    def _edit_chunk(self, images: np.ndarray, w: np.ndarray, edits: list[Edit], modes: list[str],
+                    timer: _Timer) -> dict[str, np.ndarray]:
+        """g images × k edits → host arrays, rows edit-major (row kk·g + ii)."""
+        g, k = len(images), len(edits)
+        w_edit = np.concatenate([apply_direction(w, e.direction, e.alpha) for e in edits])
+        with timer("generator"):
+            # One batch: reconstructions I' (rows 0..g−1) and edits T (rows g..g+k·g−1).
+            rendered = self.backend("generator").run({"w": np.concatenate([w, w_edit])}, keep={"image", "image256"})
+        source = np.tile(np.arange(g), k)  # the image of each edited row
+        edit_rows = np.arange(g, g + k * g)
+        edit = _take(rendered["image"], edit_rows)
+        feeds = {"recon256": _take(rendered["image256"], source), "edit256": _take(rendered["image256"], edit_rows)}
+        classes = np.repeat([-1 if e.class_index is None else e.class_index for e in edits], g).astype(np.int64)
+        with timer("diffcam"):
+            cam = self.backend("diffcam").run({**feeds, "class_index": np.maximum(classes, 0)}, keep={"mask"})
+            logits = _host(cam["logits"])
+            if (classes < 0).any():  # a class chosen by the logits themselves: the mask is for that class
+                classes = np.where(classes < 0, logits.argmax(1), classes)
+                cam = self.backend("diffcam").run({**feeds, "class_index": classes}, keep={"mask"})
+        image_rows = images[source]
+        outputs, fused = {}, None
+        for mode in modes:
+            if mode in ("network", "eogi"):
+                stage = SUPPRESS_STAGES[mode]
+                with timer(stage):
+                    out = self.backend(stage).run({"image": image_rows, "edit": edit, "mask": cam["mask"]})
+                outputs[f"out:{mode}"] = out["output"]
+                fused = out["fused"] if fused is None else fused
+        mask = _host(cam["mask"])
+        if fused is None:
+            fused = fuse(image_rows, _host(edit), mask)
+        if "none" in modes:
+            outputs["out:none"] = fused
+        if "poisson" in modes:
+            outputs["out:poisson"] = self._poisson(images, fused, source, timer)
+        return {**outputs, "fused": fused, "mask": mask, "logits": logits, "class_index": classes, "w_edit": w_edit}
+
+    def _poisson(self, images: np.ndarray, fused: np.ndarray, source: np.ndarray, timer: _Timer) -> np.ndarray:
+        """seamlessClone(F_fused → I, M_face) per row; images [g,3,S,S], fused [N,3,S,S], source [N]."""
+        labels = self._labels(np.concatenate([fused, images]), timer)  # fused rows first, then each image once
+        n, side = len(fused), self.preset.image_size
+        with timer(BLEND):
+            fused_rgb, image_rgb = from_model_output(fused), from_model_output(images)
+            out = np.empty_like(fused)
+            for r in range(n):
+                region = face_mask(labels[r], labels[n + source[r]], size=side)
+                out[r] = to_model_input(poisson_blend(fused_rgb[r], image_rgb[source[r]], region), side)[0][0]
+        return out
+
+    def _chunk_shape(self, n_images: int, n_edits: int, modes: list[str]) -> tuple[int, int]:
+        """(images, edits) per chunk so every stage's batch fits its engine profile (ONNX: everything)."""
+        limit = {stage: self.backend(stage).max_batch for stage in self._stages_for(modes)}
+        if all(value is None for value in limit.values()):
+            return n_images, n_edits
+
+        def fits(g: int, k: int) -> bool:
+            batches = {"encoder": g, "generator": g + g * k, "diffcam": g * k, "suppressor": g * k,
+                       "deghosting": g * k, "face_parser": g * k + g}
+            return all(v is None or batches[s] <= v for s, v in limit.items())
+
+        shapes = [(g, k) for k in range(1, n_edits + 1) for g in range(1, n_images + 1) if fits(g, k)]
+        if not shapes:
+            raise ManifestError(
+                f"engine batch limits {limit} cannot hold one image and its edit (the generator renders both in "
+                "one batch, so it needs a maximum batch of at least 2); rebuild the engines with larger profiles"
+            )
+        return max(shapes, key=lambda gk: (gk[0] * gk[1], gk[1]))
+
+    # -- images and face masks ----------------------------------------------------------------------
+
+    def model_batch(self, images: Images) -> tuple[np.ndarray, list[str]]:
+        """images (see `edit`) → (float32 [B,3,S,S] in [-1,1], warnings)."""
+        side = self.preset.image_size
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8:
+            images = [images]
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ImageError("no images given")
+            converted = [to_model_input(image, side) for image in images]
+            return np.concatenate([tensor for tensor, _ in converted]), [w for _, ws in converted for w in ws]
+        array = np.asarray(images)
+        if array.ndim == 3:
+            array = array[None]
+        if array.dtype != np.float32 or array.ndim != 4 or array.shape[1:] != (3, side, side) or not len(array):
+            raise ImageError(
+                f"images must be RGB uint8 [H,W,3] (or a list of them) or float32 [B,3,{side},{side}] in [-1,1]; "
+                f"got {array.dtype} {array.shape}"
+            )
+        return np.ascontiguousarray(array), []
+
+    def face_labels(self, images: np.ndarray) -> np.ndarray:
+        """images float32 [B,3,S,S] in [-1,1] → BiSeNet classes int64 [B,P,P] (P = parser side)."""
+        return self._labels(self.model_batch(images)[0], _Timer())
+
+    def _labels(self, images: np.ndarray, timer: _Timer) -> np.ndarray:
+        with timer("face_parser"):
+            return _host(self.backend("face_parser").run({"image": area_downsample(images, self.preset.parser_size)})
+                         ["labels"])
+
+    def face_mask(self, image: np.ndarray, fused: np.ndarray) -> np.ndarray:
+        """Face pixels in both I and F_fused: float32 [3,S,S] or [B,3,S,S] each in [-1,1] → uint8 {0,255}
+        [S,S] or [B,S,S] (training's targets are poisson_blend(F_fused → I, this mask))."""
+        single = np.ndim(image) == 3
+        image, fused = self.model_batch(image)[0], self.model_batch(fused)[0]
+        if image.shape != fused.shape:
+            raise ImageError(f"face_mask: image {image.shape} and fused {fused.shape} differ in shape")
+        labels = self.face_labels(np.concatenate([fused, image]))
+        n, side = len(image), self.preset.image_size
+        masks = np.stack([face_mask(labels[b], labels[n + b], size=side) for b in range(n)])
+        return masks[0] if single else masks
+
+
+def fuse(image: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """F_fused = T·M + I·(1−M): image, edit [N,3,S,S], mask [N,1,m,m] upsampled (nearest) to S."""
+    factor = image.shape[-1] // mask.shape[-1]
+    if factor > 1:
+        mask = mask.repeat(factor, axis=2).repeat(factor, axis=3)
+    return edit * mask + image * (1 - mask)
+
+
+def area_downsample(images: np.ndarray, side: int) -> np.ndarray:
+    """[B,C,H,H] → [B,C,side,side], the mean of each (H/side)² block (H a multiple of side)."""
+    factor = images.shape[-1] // side
+    if factor * side != images.shape[-1]:
+        raise ValueError(f"image side {images.shape[-1]} is not a multiple of {side}")
+    if factor == 1:
+        return images
+    b, c = images.shape[:2]
+    return images.reshape(b, c, side, factor, side, factor).mean((3, 5), dtype=np.float32)
+
+
+def _modes(suppress: str | Sequence[str]) -> list[str]:
+    modes = [suppress] if isinstance(suppress, str) else list(dict.fromkeys(suppress))
+    unknown = [m for m in modes if m not in SUPPRESS_MODES]
+    if unknown or not modes:
+        raise ValueError(f"unknown suppress mode(s) {unknown or modes}; choose from {', '.join(SUPPRESS_MODES)}")
+    return modes
+
+
+def _merge_rows(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]], rows: int) -> dict[str, np.ndarray]:
+    """(row indices, {name: [n,...]}) chunks → {name: [rows,...]} with each chunk's rows in place."""
+    merged: dict[str, np.ndarray] = {}
+    for indices, chunk in parts:
+        for name, value in chunk.items():
+            if name not in merged:
+                merged[name] = np.empty((rows, *value.shape[1:]), value.dtype)
+            merged[name][indices] = value
+    return merged
+
+
+def _take(value: np.ndarray | DeviceTensor, rows: np.ndarray) -> np.ndarray | DeviceTensor:
+    return value.take(rows.tolist()) if isinstance(value, DeviceTensor) else value[rows]
+
+
+def _host(value: np.ndarray | DeviceTensor) -> np.ndarray:
+    return value.numpy() if isinstance(value, DeviceTensor) else value
+
+
+class _Timer:
+    """Wall-clock milliseconds accumulated per key."""
+
+    def __init__(self):
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[key] = self.ms.get(key, 0.0) + (time.perf_counter() - start) * 1e3

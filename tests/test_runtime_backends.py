@@ -1,0 +1,162 @@
+"""Runtime backends: feed checks, device-tensor rows, backend choice, and the TensorRT engine/platform check."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, sha256_of
+from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, open_backend
+from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
+
+SIDE = 8
+
+
+def toy_artifact(file: str = "toy.onnx", sha256: str = "", **fields) -> Artifact:
+    """A stage with an image [B,3,8,8] and a class index [B] in, image·2 and class+1 out."""
+    return Artifact(
+        stage="toy", kind="onnx", precision="fp32", file=file, sha256=sha256,
+        inputs=[TensorInfo("image", ["B", 3, SIDE, SIDE], "float32"), TensorInfo("class_index", ["B"], "int64")],
+        outputs=[TensorInfo("doubled", ["B", 3, SIDE, SIDE], "float32"), TensorInfo("next_class", ["B"], "int64")],
+        source="untrained: seed 0", preset="tiny", **fields,
+    )
+
+
+@pytest.fixture
+def toy_manifest(tmp_path) -> Manifest:
+    """A manifest with one real ONNX graph: doubled = 2·image, next_class = class_index + 1."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["image", "two"], ["doubled"]), helper.make_node("Add", ["class_index", "one"],
+                                                                                  ["next_class"])],
+        "toy",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", 3, SIDE, SIDE]),
+         helper.make_tensor_value_info("class_index", TensorProto.INT64, ["B"])],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["B", 3, SIDE, SIDE]),
+         helper.make_tensor_value_info("next_class", TensorProto.INT64, ["B"])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+         helper.make_tensor("one", TensorProto.INT64, [], [1])],
+    )
+    path = tmp_path / "toy.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    manifest = Manifest(tmp_path, [toy_artifact(sha256=sha256_of(path))])
+    manifest.save()
+    return Manifest.load(tmp_path)
+
+
+def feeds(batch: int = 2) -> dict[str, np.ndarray]:
+    image = np.random.default_rng(0).uniform(-1, 1, (batch, 3, SIDE, SIDE)).astype(np.float32)
+    return {"image": image, "class_index": np.arange(batch, dtype=np.int64)}
+
+
+def test_check_feeds_returns_the_batch_of_matching_feeds():
+    assert check_feeds(toy_artifact(), feeds(3)) == 3
+
+
+def test_a_wrong_size_tensor_is_refused_naming_the_input_and_the_expected_shape():
+    bad = {**feeds(), "image": np.zeros((2, 3, SIDE + 1, SIDE), np.float32)}
+    expected = r"toy: input 'image' is float32 \(2, 3, 9, 8\); expected float32 \[B,3,8,8\]"
+    with pytest.raises(BackendError, match=expected):
+        check_feeds(toy_artifact(), bad)
+
+
+def test_a_float_fed_where_integers_are_expected_is_refused():
+    with pytest.raises(BackendError, match="input 'class_index' is float32"):
+        check_feeds(toy_artifact(), {**feeds(), "class_index": np.zeros(2, np.float32)})
+
+
+def test_inputs_with_different_batches_are_refused():
+    with pytest.raises(BackendError, match="input 'class_index' has batch 3 but an earlier input has 2"):
+        check_feeds(toy_artifact(), {**feeds(2), "class_index": np.zeros(3, np.int64)})
+
+
+def test_missing_and_unknown_feeds_are_named():
+    with pytest.raises(BackendError, match=r"missing \['class_index'\].*unknown \['label'\]"):
+        check_feeds(toy_artifact(), {"image": feeds()["image"], "label": np.zeros(2)})
+
+
+def test_a_batch_above_the_engine_profile_is_refused():
+    with pytest.raises(BackendError, match="batch 3 is larger than the engine's profile allows \\(2\\)"):
+        check_feeds(toy_artifact(), feeds(3), max_batch=2)
+
+
+def test_device_tensor_rows_compose_and_group_into_consecutive_runs():
+    whole = np.arange(6 * 4, dtype=np.float32).reshape(6, 2, 2)
+    tensor = DeviceTensor(pointer=1000, shape=whole.shape, dtype=whole.dtype, to_host=lambda: whole)
+    view = tensor.take([4, 5, 0, 1, 2]).take([0, 1, 3, 4])  # rows 4, 5, 1, 2
+    assert view.view_shape == (4, 2, 2)
+    assert list(view.row_runs()) == [(4, 2), (1, 2)]
+    assert view.row_bytes == 16
+    np.testing.assert_array_equal(view.numpy(), whole[[4, 5, 1, 2]])
+
+
+def test_onnxruntime_backend_runs_the_graph_and_returns_outputs_by_name(toy_manifest):
+    backend = open_backend(toy_manifest, "toy", "onnxruntime")
+    given = feeds(2)
+    out = backend.run(given)
+    assert (backend.kind, backend.device) == ("onnxruntime", "cpu")
+    np.testing.assert_array_equal(out["doubled"], 2 * given["image"])
+    np.testing.assert_array_equal(out["next_class"], [1, 2])
+
+
+def test_onnxruntime_backend_takes_a_device_tensor_feed_on_the_cpu(toy_manifest):
+    backend = open_backend(toy_manifest, "toy", "onnxruntime")
+    given = feeds(4)
+    rows = DeviceTensor(0, given["image"].shape, given["image"].dtype, lambda: given["image"]).take([3, 1])
+    out = backend.run({"image": rows, "class_index": np.array([7, 8])})
+    np.testing.assert_array_equal(out["doubled"], 2 * given["image"][[3, 1]])
+
+
+def test_auto_falls_back_to_onnxruntime_without_engines_and_logs_why(toy_manifest, caplog):
+    with caplog.at_level(logging.INFO, logger="deghost.runtime"):
+        backend = open_backend(toy_manifest, "toy", "auto")
+    assert backend.kind == "onnxruntime"
+    assert "toy: ONNX Runtime (CPU) fp32 graph toy.onnx; not TensorRT: the manifest lists no TensorRT engine" \
+        in caplog.text
+
+
+def test_asking_for_tensorrt_without_an_engine_says_how_to_build_one(toy_manifest):
+    with pytest.raises(BackendError, match="TensorRT requested.*python export/build_engines.py --stages toy"):
+        open_backend(toy_manifest, "toy", "tensorrt")
+
+
+def test_a_stage_missing_from_the_manifest_names_the_export_command(toy_manifest):
+    with pytest.raises(ManifestError, match="no ONNX graph for the 'encoder' stage.*--stages encoder"):
+        open_backend(toy_manifest, "encoder", "onnxruntime")
+
+
+def test_a_modified_graph_file_is_refused_by_its_sha256(toy_manifest):
+    (toy_manifest.folder / "toy.onnx").write_bytes(b"not the graph")
+    with pytest.raises(ManifestError, match="does not match its sha256"):
+        open_backend(toy_manifest, "toy", "onnxruntime")
+
+
+H100 = Platform("10.7.0", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+def engine(**fields) -> Artifact:
+    built = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    return toy_artifact(file="toy.fp16.plan", **{**built, **fields})
+
+
+def test_an_engine_built_on_this_platform_may_run():
+    assert engine_mismatch(engine(gpu_name="nvidia  h100 80gb hbm3"), H100) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"tensorrt_version": "10.3.0"}, "TensorRT 10.3.0 (running: 10.7.0)"),
+        ({"compute_capability": "8.9", "gpu_name": "NVIDIA GeForce RTX 4090"},
+         "compute capability 8.9 (running: 9.0), GPU 'NVIDIA GeForce RTX 4090'"),
+        ({"gpu_name": "NVIDIA H100 PCIe"}, "GPU 'NVIDIA H100 PCIe' (running: 'NVIDIA H100 80GB HBM3')"),
+    ],
+)
+def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command(fields, problem):
+    message = engine_mismatch(engine(**fields), H100, "engines")
+    assert problem in message
+    assert message.endswith("python export/build_engines.py --stages toy --precision fp32 --out engines")
+

@@ -1,0 +1,145 @@
+"""`deghost edit` and folder mode: bad inputs are skipped and reported, outputs are kept or protected, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deghost.runtime import cli
+from deghost.runtime.images import read_image
+from deghost.runtime.pipeline import Pipeline
+
+ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="deghost")
+    cli.add_edit_command(main.add_subparsers(dest="command", required=True))
+    return main
+
+
+@pytest.fixture(scope="module")
+def shared_pipe(tiny_onnx_dir):
+    """One pipeline for every CLI run of this module (opening the stages costs more than a tiny edit)."""
+    with Pipeline.load(tiny_onnx_dir, backend="onnxruntime") as pipeline:
+        yield pipeline
+
+
+@pytest.fixture(scope="module")
+def deghost_edit(shared_pipe, tiny_onnx_dir):
+    """Run `deghost edit ARGS...` in-process on the shared pipeline → (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cli.Pipeline, "load", staticmethod(lambda *_, **__: shared_pipe))
+            patch.setattr(shared_pipe, "close", lambda: None)  # the CLI closes its pipeline; this one is shared
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                parsed = parser().parse_args(["edit", *args, "--engines", str(tiny_onnx_dir), "--quiet"])
+                code = parsed.run(parsed)
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def folder_run(deghost_edit, tmp_path_factory):
+    """A folder with an RGB face, a 16-bit grayscale face and a corrupt file, plus a missing file."""
+    inputs = tmp_path_factory.mktemp("inputs")
+    rgb = read_image(ASTRONAUT).rgb
+    cv2.imwrite(str(inputs / "face.png"), cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2BGR))
+    gray16 = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    cv2.imwrite(str(inputs / "gray16.png"), gray16)
+    (inputs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    out = tmp_path_factory.mktemp("out")
+    code, stdout, stderr = deghost_edit(str(inputs), str(inputs / "missing.png"), "--out", str(out),
+                                        "--suppress", "none", "--batch", "2")
+    return {"inputs": inputs, "out": out, "code": code, "stdout": stdout, "stderr": stderr}
+
+
+def test_folder_mode_skips_corrupt_and_missing_files_writes_the_rest_and_exits_1(folder_run):
+    assert folder_run["code"] == cli.EXIT_SOME_FAILED
+    written = sorted(p.name for p in folder_run["out"].iterdir())
+    assert written == ["face_smile+20_none.png", "gray16_smile+20_none.png"]
+    assert read_image(folder_run["out"] / "face_smile+20_none.png").rgb.shape == (256, 256, 3)
+    assert "failed: " in folder_run["stdout"] and "corrupt.png could not be decoded" in folder_run["stdout"]
+    assert "missing.png does not exist" in folder_run["stdout"]
+
+
+def test_grayscale_and_16_bit_inputs_are_edited_with_warnings(folder_run):
+    log = folder_run["stdout"]
+    assert "gray16.png: 16-bit image scaled to 8 bits" in log
+    assert "gray16.png: grayscale image repeated into three RGB channels" in log
+
+
+def test_the_summary_reports_speed_per_stage_times_and_the_untrained_label(folder_run):
+    summary = folder_run["stdout"]
+    assert "2 image(s) in" in summary and "images/s) on onnxruntime/cpu fp32" in summary
+    assert "2 file(s) written, 2 failed, 0 kept" in summary
+    assert "per image, ms: encoder" in summary and "glue" in summary and "decode (overlapped)" in summary
+    assert "untrained weights: timings and plumbing only" in summary
+
+
+def test_existing_outputs_are_kept_unless_overwrite(folder_run, deghost_edit):
+    face = folder_run["inputs"] / "face.png"
+    output = folder_run["out"] / "face_smile+20_none.png"
+    before = output.stat().st_mtime_ns
+    code, stdout, _ = deghost_edit(str(face), "--out", str(folder_run["out"]), "--suppress", "none")
+    assert code == cli.EXIT_OK and "0 file(s) written, 0 failed, 1 kept" in stdout
+    assert output.stat().st_mtime_ns == before
+
+
+def test_overwrite_replaces_outputs_but_never_an_input(deghost_edit, tmp_path):
+    rgb = read_image(ASTRONAUT).rgb[::2, ::2]
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    # An input named like a's output: with the folder as --out, --overwrite must still spare it.
+    victim = tmp_path / "a_smile+20_none.png"
+    cv2.imwrite(str(victim), cv2.cvtColor(rgb[::-1], cv2.COLOR_RGB2BGR))
+    victim_bytes = victim.read_bytes()
+    stale = tmp_path / "a_smile+20_none_smile+20_none.png"  # the second input's output, from an earlier run
+    stale.write_bytes(b"stale")
+
+    code, stdout, _ = deghost_edit(str(tmp_path / "a.png"), str(victim), "--out", str(tmp_path),
+                                   "--suppress", "none", "--overwrite", "--batch", "2")
+    assert code == cli.EXIT_SOME_FAILED
+    assert "refusing to write onto the input" in stdout and "1 failed" in stdout
+    assert victim.read_bytes() == victim_bytes
+    assert read_image(stale).rgb.shape == (256, 256, 3)
+
+
+def test_grid_shows_original_fused_eogi_ours_under_the_untrained_banner(deghost_edit, folder_run, tmp_path):
+    code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid")
+    assert code == cli.EXIT_OK
+    grid = read_image(tmp_path / "face_smile+20_grid.png").rgb
+    assert (tmp_path / "face_smile+20_network.png").is_file()
+    assert grid.shape[1] == 4 * 256 and grid.shape[0] > 256
+    banner = grid[: (grid.shape[0] - 256) // 2]
+    assert (banner[..., 0] > 150).any() and ((banner[..., 0] > 150) & (banner[..., 1] < 80)).any()  # red text
+    original = read_image(folder_run["inputs"] / "face.png").rgb
+    assert np.abs(grid[-256:, :256].astype(int) - original).max() <= 1
+
+
+def test_no_engines_is_a_configuration_error_with_exit_code_2(tmp_path, capsys):
+    (tmp_path / "face.png").write_bytes(ASTRONAUT.read_bytes())
+    parsed = parser().parse_args(["edit", str(tmp_path / "face.png"), "--out", str(tmp_path / "out"),
+                                  "--engines", str(tmp_path / "no_engines"), "--quiet"])
+    assert parsed.run(parsed) == cli.EXIT_USAGE
+    assert "no manifest.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_unknown_attribute_exits_2_listing_the_available_ones(deghost_edit, folder_run, tmp_path):
+    code, _, stderr = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path),
+                                   "--attribute", "smiling")
+    assert code == cli.EXIT_USAGE and "available: age, beard, bushy_eyebrows, smile" in stderr
+
+
+def test_help_teaches_modes_outputs_and_exit_codes():
+    text = parser()._subparsers._group_actions[0].choices["edit"].format_help()
+    for needle in ("--attribute", "--suppress", "poisson", "--grid", "face_smile+20_network.png", "exit codes"):
+        assert needle in text
