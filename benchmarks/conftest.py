@@ -17,6 +17,8 @@ def pytest_addoption(parser):
     group.addoption("--images", type=int, default=None,
                     help="images per round for the end-to-end comparison (default: 4 on a CPU, 1000 on a GPU)")
     group.addoption("--rounds", type=int, default=3, help="interleaved rounds of network vs EOGI (default: 3)")
+    group.addoption("--engines", default=None,
+                    help="an existing engine folder (with manifest.json) instead of building untrained ONNX graphs")
     group.addoption("--results-dir", default=str(Path(__file__).parent / "results"),
                     help="where results.json, results.md and results.png are written")
 

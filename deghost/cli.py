@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--repeats", type=int, default=2, help="timed forward passes after one warm-up")
     zoo.add_argument("--no-flops", action="store_true", help="skip the FLOP count (one extra forward pass)")
     zoo.set_defaults(run=_zoo)
+
+    # Each registrar module is torch-free at import; its command imports torch only when it runs.
+    from deghost.export.cli import add_build_command
+    from deghost.runtime.cli import add_edit_command
+    from deghost.training.cli import add_train_command
+    from deghost.training.evaluation.cli import add_eval_command
+
+    add_build_command(commands)
+    add_edit_command(commands)
+    add_train_command(commands)
+    add_eval_command(commands)
     return parser
 
 
