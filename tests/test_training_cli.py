@@ -1,0 +1,74 @@
+"""`deghost train …` through its argument parser (training.cli; deghost/cli.py wires it in)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from deghost.runtime.images import read_image, write_image
+from deghost.training.cli import add_train_command, config_from_args
+from deghost.training.config import SuppressorConfig
+
+ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="deghost")
+    add_train_command(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def run(*argv: str) -> int:
+    args = parser().parse_args(["train", *argv])
+    return args.run(args)
+
+
+def test_every_config_field_is_an_option_with_the_papers_default():
+    args = parser().parse_args(["train", "suppressor", "--data", "pairs"])
+    assert config_from_args(args, SuppressorConfig) == SuppressorConfig(data="pairs")
+    args = parser().parse_args(["train", "suppressor", "--data", "p", "--resume", "--betas", "0.5", "0.9",
+                                "--flip", "--disc-size", "16"])
+    config = config_from_args(args, SuppressorConfig)
+    assert (config.resume, config.betas, config.flip, config.disc_size) == ("latest", (0.5, 0.9), True, 16)
+
+
+@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam"])
+def test_each_train_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["train", command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text
+    if command == "suppressor":
+        assert "(default: 200000)" in text and "torchrun" in text
+
+
+@pytest.mark.filterwarnings("ignore:the perceptual loss uses RANDOM")
+def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
+    photo = read_image(ASTRONAUT).rgb
+    for index in range(2):
+        write_image(tmp_path / "faces" / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+    (tmp_path / "faces" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert run("synthesize", "--sources", str(tmp_path / "faces"), "--out", str(tmp_path / "pairs"),
+               "--size", "32") == 0
+    assert "2 pairs made, 0 already there, 1 sources skipped" in capsys.readouterr().out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run("suppressor", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "run"),
+                   "--iterations", "1", "--batch-size", "2", "--width", "16", "--disc-size", "8",
+                   "--workers", "0", "--log-every", "1") == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "last checkpoint:" in capsys.readouterr().out
+    with open(tmp_path / "run" / "log.csv") as file:
+        assert [row["step"] for row in csv.DictReader(file)] == ["1"]
+
+
+def test_a_missing_dataset_is_reported_without_a_traceback(tmp_path, capsys):
+    assert run("suppressor", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")) == 1
+    assert "make the dataset first with `deghost train synthesize`" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""Training checkpoints: atomic writes, the newest one found again, and the RNG states that make
+`--resume` continue bit for bit.
+
+A checkpoint is a dict of tensors and plain values (loadable with `torch.load(weights_only=True)`):
+`model` (the network's state_dict in its official key layout), optimizer and scheduler states,
+`step`, `config` and `rng` (one entry per process: torch, CUDA, numpy and Python generator states,
+all as tensors, ints and lists).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import load_file
+
+_NAME = re.compile(r"checkpoint-(\d+)\.pt")
+
+
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    return Path(folder) / f"checkpoint-{step:08d}.pt"
+
+
+def atomic_save(obj: object, path: str | Path) -> Path:
+    """torch.save to a temporary name in the same folder, then rename: an interrupted write never
+    leaves a truncated file under `path` (which --resume or export would then pick up)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(folder: str | Path, step: int, state: dict, keep: int = 2) -> Path:
+    """Write `state` as checkpoint-<step>.pt in `folder` atomically, then delete all but the `keep` newest."""
+    path = atomic_save(state, checkpoint_path(folder, step))
+    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """checkpoint-<step>.pt files in `folder`, oldest step first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str, folder: str | Path) -> Path:
+    """`--resume` value → checkpoint file: 'latest' is the newest in `folder`, anything else a path."""
+    if resume != "latest":
+        return Path(resume)
+    found = list_checkpoints(folder)
+    if not found:
+        raise FileNotFoundError(
+            f"--resume latest: no checkpoint-*.pt in {folder}; pass the checkpoint's path, or drop --resume "
+            "to start a new run"
+        )
+    return found[-1]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint, read with weights_only=True (no pickled code runs)."""
+    state = load_file(path)
+    missing = {"model", "step", "config", "rng"} - set(state)
+    if missing:
+        raise ValueError(
+            f"{path} is not a deghost training checkpoint (no {sorted(missing)}); to start from weights only, "
+            "load them into the model instead of resuming"
+        )
+    return state
+
+
+def rng_state() -> dict:
+    """This process's generator states as tensors and plain values (safe for weights_only loading)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": keys.tolist(), "pos": int(position), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    keys = np.asarray(numpy["keys"], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)

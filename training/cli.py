@@ -1,0 +1,171 @@
+"""`deghost train synthesize | suppressor | diffcam`. Importing this module loads no torch.
+
+    deghost train synthesize --sources faces/ --out pairs/ --source synthetic --size 256
+    deghost train suppressor --data pairs/ --out runs/s1 --vgg vgg16-397923af.pth
+    torchrun --nproc-per-node 4 -m deghost.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
+    deghost train diffcam --data faces/ --psp psp_ffhq_encode.pt --directions d/*.npy --out runs/cam
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from deghost.presets import DEFAULT_PRESET, PRESETS
+from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
+
+from .config import DiffCamConfig, SuppressorConfig, help_of
+
+
+def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train` and its three subcommands on a `deghost` subparsers object."""
+    train = subparsers.add_parser(
+        "train", help="make training pairs, train the suppressor or the Diff-CAM classifier",
+        description="Training (DESIGN §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
+        "trains MAResU-Net on them, `diffcam` trains the editing-region classifier.",
+    )
+    commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
+
+    synthesize = commands.add_parser(
+        "synthesize", help="write training pairs (image, fused, target, face mask) from a folder of images",
+        description="Each source image gets one random attribute, goes to F_fused (through the exported pipeline, "
+        "or synthetic ghosting without any model), and its target seamlessClone(F_fused → I, M_face). A rerun "
+        "skips the pairs already made; unreadable images are skipped and listed in skipped.json.",
+    )
+    synthesize.add_argument("--sources", required=True, metavar="DIR", help="folder of source images (recursive)")
+    synthesize.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write or continue")
+    synthesize.add_argument("--source", choices=("synthetic", "pipeline"), default="synthetic",
+                            help="synthetic: warped/recoloured copy and random heat map, no model (CPU tests); "
+                            "pipeline: the exported pipeline with suppress=none (default: %(default)s)")
+    synthesize.add_argument("--engines", default="engines", metavar="DIR",
+                            help="engine folder for --source pipeline (default: %(default)s)")
+    synthesize.add_argument("--backend", default="auto", help="pipeline backend: auto, tensorrt, onnxruntime")
+    synthesize.add_argument("--size", type=int, metavar="SIDE",
+                            help="image side (default: 1024 synthetic; the engines' side for the pipeline)")
+    synthesize.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="edit strength (default: %(default)s)")
+    synthesize.add_argument("--attributes", nargs="+", default=list(PAPER_ATTRIBUTES), metavar="NAME",
+                            help="attributes drawn from (default: the paper's four)")
+    synthesize.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    synthesize.add_argument("--batch-size", type=int, default=1, help="images per pipeline call")
+    synthesize.set_defaults(run=_synthesize)
+
+    suppressor = commands.add_parser(
+        "suppressor", help="train MAResU-Net on cat(I, F_fused) → F_train",
+        description="L = 0.1·MSE + 1·VGG-16 perceptual + 0.1·adversarial (StyleGAN2 discriminator); Adam, cosine "
+        "lr; defaults are the paper's. Several processes: torchrun --nproc-per-node N -m deghost.cli train "
+        "suppressor … (DDP; rank 0 writes checkpoints, log.csv and samples/).",
+    )
+    add_config_options(suppressor, SuppressorConfig)
+    suppressor.set_defaults(run=_suppressor)
+
+    diffcam = commands.add_parser(
+        "diffcam", help="train the Diff-CAM classifier (which direction was applied)",
+        description="EOGI's recipe: pSp and the generator frozen, one random direction per image at α, N-way "
+        "cross-entropy on shared(T) − shared(I'); Adam (0.9, 0.99), cosine warm restarts. Writes "
+        "diff_cam_weight.pt (the classifier alone) into --out at the end.",
+    )
+    diffcam.add_argument("--psp", required=True, metavar="FILE", help="psp_ffhq_encode.pt (encoder + generator)")
+    diffcam.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                         help="network sizes (default: %(default)s)")
+    diffcam.add_argument("--directions", nargs="+", required=True, metavar="NPY",
+                         help="direction files (18, 512); direction i is class i unless --classes says otherwise")
+    diffcam.add_argument("--classes", nargs="+", type=int, metavar="INDEX",
+                         help="classifier class of each direction, e.g. 15 16 12 6 to keep EOGI's numbering")
+    diffcam.add_argument("--init", metavar="FILE", help="start from these classifier weights (e.g. diff_cam_weight.pt)")
+    diffcam.add_argument("--n-classes", type=int, help="classes of --init's classifier (default: 17)")
+    add_config_options(diffcam, DiffCamConfig)
+    diffcam.set_defaults(run=_diffcam)
+    return train
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
+    """One --option per config field, with its default and help (see training/config.py)."""
+    for name, (default, meta) in help_of(config_class).items():
+        flag = "--" + name.replace("_", "-")
+        # None defaults are explained in the help text itself ("default: whole images").
+        text = meta["help"] + ("" if meta.get("required") or default is None else " (default: %(default)s)")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs=len(default), type=type(default[0]), default=default, help=text)
+        else:
+            extra = {k: meta[k] for k in ("nargs", "const") if k in meta}
+            parser.add_argument(flag, type=meta.get("type", type(default)), default=default,
+                                required=meta.get("required", False), help=text, **extra)
+
+
+def config_from_args(args: argparse.Namespace, config_class):
+    values = {name: getattr(args, name) for name in help_of(config_class)}
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _errors():
+    """The errors that mean a wrong input or a stopped run, not a bug: reported without a traceback."""
+    from deghost.runtime.images import ImageError
+    from deghost.training.checkpoints import CheckpointError
+    from deghost.training.trainer import TrainingDiverged
+
+    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged
+
+
+def _fail(error: Exception) -> int:
+    print(f"deghost train: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from deghost.training.data import PipelineGhosting, synthesize_pairs
+    from deghost.training.synthetic import SyntheticGhosting
+
+    try:
+        if args.source == "pipeline":
+            from deghost.runtime.pipeline import Pipeline
+
+            ghosting = PipelineGhosting(Pipeline.load(args.engines, backend=args.backend))
+            size = args.size or ghosting.size
+        else:
+            ghosting, size = SyntheticGhosting(), args.size or 1024
+        report = synthesize_pairs(args.sources, args.out, ghosting, size, args.alpha, args.seed, args.attributes,
+                                  args.batch_size)
+    except _errors() as error:
+        return _fail(error)
+    print(f"{report.made} pairs made, {report.already_done} already there, {len(report.skipped)} sources skipped"
+          + (f" (see {args.out}/skipped.json)" if report.skipped else ""))
+    return 0
+
+
+def _suppressor(args: argparse.Namespace) -> int:
+    from deghost.training.trainer import train_suppressor
+
+    try:
+        last = train_suppressor(config_from_args(args, SuppressorConfig))
+    except _errors() as error:
+        return _fail(error)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"last checkpoint: {last}")
+    return 0
+
+
+def _diffcam(args: argparse.Namespace) -> int:
+    import torch
+
+    from deghost.presets import get_preset
+    from deghost.runtime.directions import load_direction
+    from deghost.training import checkpoints
+    from deghost.training.train_diffcam import PSPInversion, train_diffcam
+
+    try:
+        preset = get_preset(args.preset)
+        psp = checkpoints.load_psp(args.psp, args.preset)
+        directions = torch.stack([
+            torch.from_numpy(load_direction(path, preset.n_latent, preset.style_dim)) for path in args.directions
+        ])
+        classifier = checkpoints.load_diffcam(args.init, args.n_classes or 17) if args.init else None
+        last = train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
+                             psp.generator, directions, args.classes, classifier)
+    except _errors() as error:
+        return _fail(error)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"last checkpoint: {last}")
+    return 0

@@ -1,0 +1,109 @@
+"""Training configurations as plain values; the defaults are the paper's recipe (DESIGN §1).
+
+Each field carries its help text, so the command line (`deghost train …`) is generated from these
+dataclasses and the checkpoints store them as plain dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _option(default, help: str, **metadata):
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class SuppressorConfig:
+    """`deghost train suppressor`: MAResU-Net on cat(I, F_fused) → F_train."""
+
+    data: str = _option("", "dataset folder written by `deghost train synthesize` (manifest.jsonl)", required=True)
+    out: str = _option("runs/suppressor", "run folder: checkpoints/, log.csv, samples/")
+    iterations: int = _option(200_000, "optimizer steps of the whole run")
+    batch_size: int = _option(4, "images per step and process; the global batch is this × the process count")
+    lr: float = _option(1e-4, "Adam learning rate at step 0 (suppressor and discriminator)")
+    lr_min: float = _option(1e-7, "learning rate reached at the last step (cosine decay)")
+    betas: tuple[float, float] = _option((0.9, 0.999), "Adam β1 β2")
+    mse_weight: float = _option(0.1, "weight of the pixel MSE")
+    perceptual_weight: float = _option(1.0, "weight of the VGG-16 perceptual loss")
+    adversarial_weight: float = _option(0.1, "weight of the non-saturating adversarial loss (0 = no discriminator)")
+    r1_gamma: float = _option(0.0, "R1 penalty weight on the discriminator's real images (0 = off, as the paper)")
+    r1_every: int = _option(16, "apply R1 every this many steps (lazy regularisation, scaled up to match)")
+    disc_size: int | None = _option(
+        None, "discriminator input side; smaller than the images = area-downsampled (cheap, for CPU runs); "
+        "default: the training image side", type=int)
+    width: int = _option(64, "MAResU-Net base width; 64 is the paper's network (26,285,115 parameters)")
+    crop: int | None = _option(None, "random square crop side, a multiple of 32 (default: whole images)", type=int)
+    flip: bool = _option(False, "random horizontal flips")
+    frozen_norm: bool = _option(
+        False, "BatchNorm on running statistics and Dropout off while training; each sample's gradient then "
+        "depends on that sample alone, so N processes × batch b equal one process with batch N·b")
+    amp: bool = _option(True, "bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU)")
+    vgg: str | None = _option(None, "torchvision vgg16-397923af.pth for the perceptual loss (default: random "
+                              "VGG weights, with a warning)", type=str)
+    seed: int = _option(0, "seed of the initial weights, the data order, augmentation and dropout")
+    workers: int = _option(2, "data-loading worker processes per training process")
+    checkpoint_every: int = _option(5000, "write a checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = _option(2, "keep this many most recent checkpoints")
+    log_every: int = _option(50, "append the loss terms to log.csv every this many steps")
+    sample_every: int = _option(1000, "write a sample grid (input | fused | target | output) every this many steps")
+    resume: str | None = _option(
+        None, "continue from this checkpoint (the flag alone: the newest in --out/checkpoints)", type=str, nargs="?",
+        const="latest")
+    stop_at: int | None = _option(
+        None, "end this invocation at this step, with a checkpoint (for time-limited jobs); --resume "
+        "continues to --iterations (default: run to the end)", type=int)
+
+
+@dataclass
+class DiffCamConfig:
+    """`deghost train diffcam`: the EOGI recipe — which direction was applied, from shared(T) − shared(I')."""
+
+    data: str = _option("", "folder of aligned face images (inverted by the frozen pSp encoder)", required=True)
+    out: str = _option("runs/diffcam", "run folder: checkpoints/, log.csv")
+    iterations: int = _option(100_000, "optimizer steps of the whole run")
+    batch_size: int = _option(8, "images per step, each edited with one random direction")
+    alpha: float = _option(20.0, "edit strength α: w + α·n̂ (n̂ = direction / ‖direction‖_F)")
+    lr: float = _option(1e-4, "Adam learning rate at the start of each cosine cycle")
+    betas: tuple[float, float] = _option((0.9, 0.99), "Adam β1 β2")
+    restart_every: int = _option(10_000, "steps of the first cosine cycle (warm restarts)")
+    restart_mult: int = _option(1, "each cosine cycle is this many times longer than the previous")
+    encoder_size: int = _option(256, "pSp input side (images are area-downsampled to it)")
+    mask_size: int = _option(256, "Diff-CAM input side (generator outputs are area-downsampled to it)")
+    seed: int = _option(0, "seed of the data order, the directions drawn and dropout")
+    workers: int = _option(2, "data-loading worker processes")
+    checkpoint_every: int = _option(5000, "write a checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = _option(2, "keep this many most recent checkpoints")
+    log_every: int = _option(50, "append the loss to log.csv every this many steps")
+    resume: str | None = _option(
+        None, "continue from this checkpoint (the flag alone: the newest in --out/checkpoints)", type=str, nargs="?",
+        const="latest")
+    stop_at: int | None = _option(None, "end this invocation at this step, with a checkpoint (default: run to the "
+                                  "end)", type=int)
+
+
+# Fields that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset(
+    {"out", "data", "workers", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "resume",
+     "stop_at"}
+)
+
+
+def config_dict(config) -> dict:
+    """The config as plain values (tuples as lists), as stored in checkpoints."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def resume_conflicts(saved: dict, config) -> list[str]:
+    """Fields where `config` differs from a checkpoint's saved config in a way that changes the run."""
+    current = config_dict(config)
+    return [
+        f"{name}: checkpoint has {saved.get(name)!r}, now {current[name]!r}"
+        for name in current
+        if name not in RESUMABLE_CHANGES and saved.get(name) != current[name]
+    ]
+
+
+def help_of(config_class) -> dict[str, tuple[object, dict]]:
+    """{field name: (default, metadata)} for generating command-line options."""
+    return {f.name: (f.default, dict(f.metadata)) for f in fields(config_class)}
