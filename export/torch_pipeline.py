@@ -17,9 +17,7 @@ import torch
 from torch import nn
 
 from deghost.presets import Preset, get_preset
-from deghost.runtime.blend import face_mask, poisson_blend
-from deghost.runtime.images import from_model_output, to_model_input
-from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_STAGES, Edit, EditResult
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_STAGES, Edit, EditResult, poisson_rows
 from deghost.stages import STAGE_NAMES
 
 from .graphs import area_downsample, fuse
@@ -91,10 +89,4 @@ class TorchPipeline:
 
     def _poisson(self, fused: np.ndarray, images: np.ndarray, labels: np.ndarray, source: np.ndarray) -> np.ndarray:
         """seamlessClone(F_fused → I, M_face) per row, with labels of [fused rows..., images...]."""
-        n, side = len(fused), self.preset.image_size
-        fused_rgb, image_rgb = from_model_output(fused), from_model_output(images)
-        out = np.empty_like(fused)
-        for r in range(n):
-            region = face_mask(labels[r], labels[n + source[r]], size=side)
-            out[r] = to_model_input(poisson_blend(fused_rgb[r], image_rgb[source[r]], region), side)[0][0]
-        return out
+        return poisson_rows(fused, images, labels, source, self.preset.image_size)

@@ -283,14 +283,9 @@ class Pipeline:
     def _poisson(self, images: np.ndarray, fused: np.ndarray, source: np.ndarray, timer: _Timer) -> np.ndarray:
         """seamlessClone(F_fused → I, M_face) per row; images [g,3,S,S], fused [N,3,S,S], source [N]."""
         labels = self._labels(np.concatenate([fused, images]), timer)  # fused rows first, then each image once
-        n, side = len(fused), self.preset.image_size
+        side = self.preset.image_size
         with timer(BLEND):
-            fused_rgb, image_rgb = from_model_output(fused), from_model_output(images)
-            out = np.empty_like(fused)
-            for r in range(n):
-                region = face_mask(labels[r], labels[n + source[r]], size=side)
-                out[r] = to_model_input(poisson_blend(fused_rgb[r], image_rgb[source[r]], region), side)[0][0]
-        return out
+            return poisson_rows(fused, images, labels, source, side)
 
     def _chunk_shape(self, n_images: int, n_edits: int, modes: list[str]) -> tuple[int, int]:
         """(images, edits) per chunk so every stage's batch fits its engine profile (ONNX: everything)."""
@@ -353,6 +348,22 @@ class Pipeline:
         n, side = len(image), self.preset.image_size
         masks = np.stack([face_mask(labels[b], labels[n + b], size=side) for b in range(n)])
         return masks[0] if single else masks
+
+
+def poisson_rows(fused: np.ndarray, images: np.ndarray, labels: np.ndarray, source: np.ndarray,
+                 side: int) -> np.ndarray:
+    """seamlessClone(F_fused → I, M_face) per row.
+
+    fused [N,3,S,S] and images [B,3,S,S] in [-1,1]; labels [N+B,P,P]: the face parser's labels of the
+    fused rows, then of each image; source [N]: the image row each fused row was made from.
+    """
+    n = len(fused)
+    fused_rgb, image_rgb = from_model_output(fused), from_model_output(images)
+    out = np.empty_like(fused)
+    for r in range(n):
+        region = face_mask(labels[r], labels[n + source[r]], size=side)
+        out[r] = to_model_input(poisson_blend(fused_rgb[r], image_rgb[source[r]], region), side)[0][0]
+    return out
 
 
 def fuse(image: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -33,6 +33,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: on a busy 2-core machine two threads mostly wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx_dir(tmp_path_factory):
     """The tiny preset's six stages as validated FP32 ONNX graphs, built once per session (~2 min on 2 cores).

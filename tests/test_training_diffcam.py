@@ -20,13 +20,7 @@ from deghost.training.train_diffcam import WEIGHTS_FILE, edit_pairs, train_diffc
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: with other jobs on the machine, two threads spend their time waiting for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_networks(seed: int = 0) -> tuple[nn.Module, Generator, torch.Tensor]:

@@ -91,17 +91,8 @@ def draw_panel(title: str, series: dict[str, list[tuple[int, float]]]) -> np.nda
     return panel
 
 
-@pytest.fixture
-def one_thread():
-    # Small tensors: one thread is faster than two on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_training_on_synthetic_ghosting_brings_held_out_outputs_closer_to_targets_than_the_fused_inputs():
     shutil.rmtree(OUT, ignore_errors=True)  # a fresh dataset: made with this version of the synthesis
     write_crops(OUT / "sources", seed=0)

@@ -25,16 +25,10 @@ from deghost.training.synthetic import SyntheticGhosting
 from deghost.training.trainer import TrainingDiverged, check_config, train_suppressor
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
-pytestmark = pytest.mark.filterwarnings("ignore:the perceptual loss uses RANDOM")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: with other jobs on the machine, two threads spend their time waiting for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:the perceptual loss uses RANDOM"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")
