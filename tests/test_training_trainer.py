@@ -12,6 +12,7 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -117,10 +118,26 @@ def test_training_writes_a_csv_log_and_sample_grids(pairs, tmp_path):
     assert grid.shape[0] > 2 * 32 and grid.shape[1] >= 4 * 32  # two samples × input | fused | target | output
 
 
-def test_a_paper_width_checkpoint_loads_with_load_maresunet(pairs, tmp_path):
+def test_a_paper_width_checkpoint_exports_and_runs_in_the_runtime(pairs, tmp_path):
     last = train_suppressor(tiny(pairs, tmp_path, width=64, iterations=1, adversarial_weight=0.0))
     model = load_maresunet(last)  # strict: the official-compatible key layout under "model"
     assert sum(p.numel() for p in model.parameters()) == 26_285_115
+
+    from deghost.export.build import BuildOptions, build
+    from deghost.runtime.backends import open_backend
+
+    manifest = build(BuildOptions(out=tmp_path / "engines", preset="tiny", stages=["suppressor"], random_init=0,
+                                  suppressor=last, onnx_only=True, precision="fp32"), log=lambda _: None)
+    artifact = manifest.find("suppressor", "onnx", "fp32")
+    assert artifact.source.startswith("sha256:") and not artifact.untrained
+    generator = torch.Generator().manual_seed(0)
+    image, edit = (torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1 for _ in range(2))
+    mask = torch.rand(1, 1, 256, 256, generator=generator)
+    outputs = open_backend(manifest, "suppressor", "onnxruntime").run(
+        {"image": image.numpy(), "edit": edit.numpy(), "mask": mask.numpy()})
+    with torch.no_grad():
+        expected = model(torch.cat([image, edit * mask + image * (1 - mask)], 1))
+    np.testing.assert_allclose(outputs["output"], expected.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_invalid_settings_are_refused_before_training_with_the_fix():
