@@ -38,3 +38,24 @@ def report(request, torch_module):
     if collected.sections:
         for path in collected.write(Path(request.config.getoption("--results-dir"))):
             print(f"\nbenchmark results: {path}")
+
+
+@pytest.fixture(scope="session")
+def engines(request, tmp_path_factory):
+    """The preset's ONNX graphs (untrained, seed 0), built once, or an existing folder from --engines."""
+    given = request.config.getoption("--engines")
+    if given:
+        return given
+    from deghost.export.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp(f"engines_{request.config.getoption('--preset')}")
+    build(BuildOptions(out=out, preset=request.config.getoption("--preset"), random_init=0, onnx_only=True,
+                       precision="fp32"), log=print)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline(engines):
+    from deghost.runtime.pipeline import Pipeline
+
+    return Pipeline.load(engines, backend="auto")

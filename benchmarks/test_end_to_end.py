@@ -9,31 +9,10 @@ from __future__ import annotations
 
 import statistics
 
-import pytest
-
 from benchmarks.pipelines import faces, pipeline_gflop, timed
-from deghost.runtime.pipeline import BLEND, GLUE, Pipeline
+from deghost.runtime.pipeline import BLEND, GLUE
 
 PAPER_SECONDS = {"network": 105.0, "eogi": 135.0}  # 1000 images, RTX 4090
-
-
-@pytest.fixture(scope="session")
-def engines(request, tmp_path_factory):
-    """The preset's ONNX graphs (untrained, seed 0), built once, or an existing folder from --engines."""
-    given = request.config.getoption("--engines")
-    if given:
-        return given
-    from deghost.export.build import BuildOptions, build
-
-    out = tmp_path_factory.mktemp(f"engines_{request.config.getoption('--preset')}")
-    build(BuildOptions(out=out, preset=request.config.getoption("--preset"), random_init=0, onnx_only=True,
-                       precision="fp32"), log=print)
-    return out
-
-
-@pytest.fixture(scope="session")
-def pipeline(engines):
-    return Pipeline.load(engines, backend="auto")
 
 
 def image_count(request, torch_module) -> int:
