@@ -46,11 +46,14 @@ class Report:
         paths[0].write_text(json.dumps({"machine": self.machine, "sections": self.sections, "notes": self.notes},
                                        indent=2, default=str) + "\n")
         paths[1].write_text(self.markdown())
-        bars = [(row["label"], row["seconds"]) for rows in self.sections.values() for row in rows
-                if "label" in row and "seconds" in row]
-        if bars:
+        charts = []  # one chart per section: each on its own scale
+        for title, rows in self.sections.items():
+            bars = [(row["label"], row["seconds"]) for row in rows if "label" in row and "seconds" in row]
+            if bars:
+                charts.append(bar_chart(bars, f"{title[:100]}: seconds (lower is better)"))
+        if charts:
             paths.append(folder / "results.png")
-            cv2.imwrite(str(paths[-1]), bar_chart(bars, "seconds (lower is better)"))
+            cv2.imwrite(str(paths[-1]), np.vstack(charts))
         return paths
 
 

@@ -1,5 +1,5 @@
-"""Per stage and per backend: latency at batch 1 and at the best batch, achieved GFLOP/s against the
-machine's matmul peak, and peak memory. PyTorch eager (CPU; CUDA FP16 where a GPU is present), ONNX
+"""Per stage and per backend: latency at batch 1 and at the best batch, and achieved GFLOP/s against
+the machine's matmul peak. PyTorch eager (CPU; CUDA FP16 where a GPU is present), ONNX
 Runtime, and TensorRT FP16 where the engine folder has engines and TensorRT loads.
 """
 
@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.machine import matmul_peak_gflops
 from deghost.manifest import Manifest
 from deghost.stages import stage_table
-
-CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def stage_inputs(stage, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -33,24 +30,6 @@ def stage_inputs(stage, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         else:
             feeds[spec.name] = rng.random(shape, dtype=np.float32) * 2 - 1
     return feeds
-
-
-def _status_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 2**20
-    raise KeyError(field)
-
-
-def extra_peak_rss_gib(run) -> float | None:
-    """Peak resident memory `run()` adds to this process (Linux: VmHWM after a reset, minus VmRSS before)."""
-    if not CLEAR_REFS.exists():
-        run()
-        return None
-    CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS
-    before = _status_gib("VmRSS:")
-    run()
-    return _status_gib("VmHWM:") - before
 
 
 def median_seconds(run, repeats: int = 2) -> float:
@@ -106,7 +85,7 @@ def backends_for(torch_module, manifest: Manifest, stage: str, graph, peaks: dic
     return backends
 
 
-def test_stage_latency_throughput_and_memory_per_backend(benchmark, request, torch_module, engines, report):
+def test_stage_latency_and_throughput_per_backend(benchmark, request, torch_module, engines, report):
     from deghost.export.torch_pipeline import TorchPipeline
 
     manifest = Manifest.load(engines)
@@ -124,13 +103,11 @@ def test_stage_latency_throughput_and_memory_per_backend(benchmark, request, tor
             for backend, (factory, peak) in backends_for(torch_module, manifest, name, graphs[name], peaks).items():
                 per_image = {b: median_seconds(factory(stage_inputs(stage, b))) / b for b in batches}
                 best = min(per_image, key=per_image.get)
-                memory = extra_peak_rss_gib(factory(stage_inputs(stage, 1))) if "cuda" not in backend else None
                 rows.append({
                     "label": f"{name} · {backend}", "seconds": per_image[1], "stage": name, "backend": backend,
                     "batch 1 ms": per_image[1] * 1e3, "best batch": best, "best ms/image": per_image[best] * 1e3,
                     "GFLOP/image": gflop, "GFLOP/s": gflop / per_image[best],
                     "% of matmul peak": 100 * gflop / per_image[best] / peak,
-                    "extra peak RSS GiB, batch 1": memory,
                 })
 
     benchmark.pedantic(measure_all, rounds=1, iterations=1)
