@@ -88,6 +88,20 @@ class DeviceTensor:
 Feed = np.ndarray | DeviceTensor
 
 
+class ManifestNames:
+    """`input_names` / `output_names` as the manifest records them: the contract with the stage table."""
+
+    artifact: Artifact
+
+    @property
+    def input_names(self) -> list[str]:
+        return [info.name for info in self.artifact.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [info.name for info in self.artifact.outputs]
+
+
 class Backend(Protocol):
     """One stage graph, ready to run."""
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from deghost.manifest import Artifact, Manifest
 
-from . import BackendError, DeviceTensor, Feed, check_feeds, host_feed
+from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
 
 log = logging.getLogger("deghost.runtime")
 
@@ -37,7 +37,7 @@ def providers_to_try(device: str = "auto") -> list[str]:
     return [_CUDA, _CPU] if has_cuda and device != "cpu" else [_CPU]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ManifestNames):
     """One stage's ONNX graph (see `deghost.runtime.backends.Backend`)."""
 
     kind = "onnxruntime"
@@ -71,14 +71,6 @@ class OnnxRuntimeBackend:
                 self.stage, ort.__version__,
             )
         self._check_names()
-
-    @property
-    def input_names(self) -> list[str]:
-        return [info.name for info in self.artifact.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [info.name for info in self.artifact.outputs]
 
     def _check_names(self) -> None:
         graph_inputs = [node.name for node in self.session.get_inputs()]

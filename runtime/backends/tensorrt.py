@@ -21,7 +21,7 @@ import numpy as np
 
 from deghost.manifest import Artifact, Manifest
 
-from . import BackendError, DeviceTensor, Feed, check_feeds, host_feed
+from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
 
 log = logging.getLogger("deghost.runtime")
 
@@ -120,7 +120,7 @@ def _shared() -> _Shared:
     return _Shared(trt.Runtime(trt.Logger(trt.Logger.WARNING)), stream, platform)
 
 
-class TensorRTBackend:
+class TensorRTBackend(ManifestNames):
     """One stage's TensorRT plan (see `deghost.runtime.backends.Backend`)."""
 
     kind = "tensorrt"
@@ -160,14 +160,6 @@ class TensorRTBackend:
 
     def _engine_tensors(self) -> set[str]:
         return {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-
-    @property
-    def input_names(self) -> list[str]:
-        return [info.name for info in self.artifact.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [info.name for info in self.artifact.outputs]
 
     def run(self, feeds: dict[str, Feed], keep: Collection[str] = ()) -> dict[str, np.ndarray | DeviceTensor]:
         _, cudart = _libraries()
