@@ -16,7 +16,8 @@ from pathlib import Path
 
 from deghost import __version__
 from deghost.attributes import ATTRIBUTES
-from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, sha256_of
+from deghost.files import sha256_of
+from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
 from deghost.presets import DEFAULT_PRESET, PRESETS, get_preset
 from deghost.stages import STAGE_NAMES, Stage, stage_table
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deghost.attributes import ATTRIBUTES
-from deghost.manifest import atomic_write_bytes, sha256_of
+from deghost.files import atomic_write_bytes, sha256_of
 from deghost.presets import Preset
 from deghost.stages import STAGE_NAMES
 

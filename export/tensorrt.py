@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deghost.manifest import atomic_write_bytes
+from deghost.files import atomic_write_bytes
 from deghost.stages import Stage
 
 from .fp16 import FP16_BOUNDS, check_finite

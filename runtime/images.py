@@ -8,13 +8,14 @@ inside them.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from deghost.files import atomic_write_bytes
 
 MODEL_SIZE = 1024
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -180,17 +181,7 @@ def write_image(
     encoded_ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not encoded_ok:
         raise ImageError(f"OpenCV could not encode a {rgb.shape} image as '{path.suffix}'; try .png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # os.open with 0o666 lets the umask decide the permissions, as for any new file.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, encoded.tobytes())
     return path
 
 

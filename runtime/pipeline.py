@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from deghost.attributes import ATTRIBUTES
-from deghost.manifest import Manifest, ManifestError, sha256_of
+from deghost.files import sha256_of
+from deghost.manifest import Manifest, ManifestError
 from deghost.presets import get_preset
 
 from .backends import Backend, DeviceTensor, open_backend

@@ -14,7 +14,8 @@ import pytest
 from deghost.export import build as build_module
 from deghost.export.build import BuildOptions, build, main
 from deghost.export.cli import add_build_command
-from deghost.manifest import Manifest, sha256_of
+from deghost.files import sha256_of
+from deghost.manifest import Manifest
 from deghost.stages import STAGE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, sha256_of
+from deghost.files import sha256_of
+from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
 from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, open_backend
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
 

@@ -44,8 +44,8 @@ def test_checkpoints_are_renamed_into_place_and_only_the_newest_are_kept(tmp_pat
 
 
 def test_an_interrupted_write_leaves_no_checkpoint_behind(tmp_path, monkeypatch):
-    def interrupted(obj, path):
-        open(path, "wb").write(b"half a checkpoint")
+    def interrupted(obj, file):
+        file.write(b"half a checkpoint")  # torch.save gets the temporary file's handle
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted)

@@ -9,14 +9,14 @@ all as tensors, ints and lists).
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from deghost.files import atomic_write
 
 from .checkpoints import load_file
 
@@ -31,14 +31,7 @@ def atomic_save(obj: object, path: str | Path) -> Path:
     """torch.save to a temporary name in the same folder, then rename: an interrupted write never
     leaves a truncated file under `path` (which --resume or export would then pick up)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: torch.save(obj, file))
     return path
 
 

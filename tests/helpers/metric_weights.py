@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from deghost.manifest import sha256_of
+from deghost.files import sha256_of
 from deghost.training.evaluation import weights
 from deghost.training.evaluation.alexnet import AlexNetFeatures
 from deghost.training.evaluation.inception import FIDInceptionV3

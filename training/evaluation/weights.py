@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from deghost.manifest import sha256_of
+from deghost.files import sha256_of
 
 from ..checkpoints import CheckpointError, compare_state_dict, load_file, load_strict
 from .alexnet import AlexNetFeatures
