@@ -6,15 +6,34 @@ dataclasses and the checkpoints store them as plain dicts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 
 
 def _option(default, help: str, **metadata):
     return field(default=default, metadata={"help": help, **metadata})
 
 
+# kw_only: the inherited fields come after each command's own in __init__, so a positional
+# SuppressorConfig("pairs") still means data="pairs".
+@dataclass(kw_only=True)
+class RunControl:
+    """How a run is carried out, not what it computes: shared by every `deghost train` command, and free to
+    change when a run is resumed."""
+
+    workers: int = _option(2, "data-loading worker processes per training process")
+    checkpoint_every: int = _option(5000, "write a checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = _option(2, "keep this many most recent checkpoints")
+    log_every: int = _option(50, "append the loss terms to log.csv every this many steps")
+    resume: str | None = _option(
+        None, "continue from this checkpoint (the flag alone: the newest in --out/checkpoints)", type=str, nargs="?",
+        const="latest")
+    stop_at: int | None = _option(
+        None, "end this invocation at this step, with a checkpoint (for time-limited jobs); --resume "
+        "continues to --iterations (default: run to the end)", type=int)
+
+
 @dataclass
-class SuppressorConfig:
+class SuppressorConfig(RunControl):
     """`deghost train suppressor`: MAResU-Net on cat(I, F_fused) → F_train."""
 
     data: str = _option("", "dataset folder written by `deghost train synthesize` (manifest.jsonl)", required=True)
@@ -42,21 +61,11 @@ class SuppressorConfig:
     vgg: str | None = _option(None, "torchvision vgg16-397923af.pth for the perceptual loss (default: random "
                               "VGG weights, with a warning)", type=str)
     seed: int = _option(0, "seed of the initial weights, the data order, augmentation and dropout")
-    workers: int = _option(2, "data-loading worker processes per training process")
-    checkpoint_every: int = _option(5000, "write a checkpoint every this many steps (and at the end)")
-    keep_checkpoints: int = _option(2, "keep this many most recent checkpoints")
-    log_every: int = _option(50, "append the loss terms to log.csv every this many steps")
     sample_every: int = _option(1000, "write a sample grid (input | fused | target | output) every this many steps")
-    resume: str | None = _option(
-        None, "continue from this checkpoint (the flag alone: the newest in --out/checkpoints)", type=str, nargs="?",
-        const="latest")
-    stop_at: int | None = _option(
-        None, "end this invocation at this step, with a checkpoint (for time-limited jobs); --resume "
-        "continues to --iterations (default: run to the end)", type=int)
 
 
 @dataclass
-class DiffCamConfig:
+class DiffCamConfig(RunControl):
     """`deghost train diffcam`: the EOGI recipe — which direction was applied, from shared(T) − shared(I')."""
 
     data: str = _option("", "folder of aligned face images (inverted by the frozen pSp encoder)", required=True)
@@ -71,27 +80,18 @@ class DiffCamConfig:
     encoder_size: int = _option(256, "pSp input side (images are area-downsampled to it)")
     mask_size: int = _option(256, "Diff-CAM input side (generator outputs are area-downsampled to it)")
     seed: int = _option(0, "seed of the data order, the directions drawn and dropout")
-    workers: int = _option(2, "data-loading worker processes")
-    checkpoint_every: int = _option(5000, "write a checkpoint every this many steps (and at the end)")
-    keep_checkpoints: int = _option(2, "keep this many most recent checkpoints")
-    log_every: int = _option(50, "append the loss to log.csv every this many steps")
-    resume: str | None = _option(
-        None, "continue from this checkpoint (the flag alone: the newest in --out/checkpoints)", type=str, nargs="?",
-        const="latest")
-    stop_at: int | None = _option(None, "end this invocation at this step, with a checkpoint (default: run to the "
-                                  "end)", type=int)
 
+
+_RUN_CONTROL = frozenset(f.name for f in fields(RunControl))
 
 # Fields that may change between a run and its resumption without changing the result.
-RESUMABLE_CHANGES = frozenset(
-    {"out", "data", "workers", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "resume",
-     "stop_at"}
-)
+RESUMABLE_CHANGES = _RUN_CONTROL | {"out", "data", "sample_every"}
 
 
 def config_dict(config) -> dict:
     """The config as plain values (tuples as lists), as stored in checkpoints."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    values = {f.name: getattr(config, f.name) for f in _ordered_fields(config)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def resume_conflicts(saved: dict, config) -> list[str]:
@@ -106,4 +106,10 @@ def resume_conflicts(saved: dict, config) -> list[str]:
 
 def help_of(config_class) -> dict[str, tuple[object, dict]]:
     """{field name: (default, metadata)} for generating command-line options."""
-    return {f.name: (f.default, dict(f.metadata)) for f in fields(config_class)}
+    return {f.name: (f.default, dict(f.metadata)) for f in _ordered_fields(config_class)}
+
+
+def _ordered_fields(config) -> list[Field]:
+    """The command's own fields, then the run control: `fields()` puts inherited fields first, but the
+    options (--data first) and the saved configs keep this order."""
+    return sorted(fields(config), key=lambda f: f.name in _RUN_CONTROL)
