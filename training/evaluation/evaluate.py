@@ -2,14 +2,14 @@
 
 `load_metric_models` loads LPIPS and the FID Inception from the user's files; a metric whose
 files were not given (or do not exist) is skipped, with a note naming the file to supply.
-`evaluate_pairs` scores one (attribute, method) group of in-memory pairs and returns a
-`GroupResult` for `tables.write_tables`; `pair_folders` + `read_pairs` feed it from two folders
-whose files are matched by name.
+`GroupScorer` scores one (attribute, method) group a pair at a time and gives a `GroupResult` for
+`tables.write_tables`; `evaluate_pairs` runs it over an iterable of pairs, which `pair_folders` +
+`read_pairs` make from two folders whose files are matched by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +145,56 @@ def _to_tensor(unit: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def inception_features(models: MetricModels, rgb: np.ndarray) -> np.ndarray | None:
+    """RGB uint8 [H,W,3] → FID pool3 features float64 [2048], or None when FID is skipped."""
+    if models.inception is None:
+        return None
+    return models.inception(_to_tensor(to_unit_float(rgb), models.device)).double().cpu().numpy()[0]
+
+
+class GroupScorer:
+    """Scores one (attribute, method) group, fed one pair at a time; `finish` gives its GroupResult.
+
+    PSNR, SSIM and MAE always; LPIPS and the outputs' FID features when those models are loaded.
+    """
+
+    def __init__(self, models: MetricModels, attribute: str, method: str):
+        self.models = models
+        self.result = GroupResult(attribute, method, per_image={"psnr": [], "ssim": [], "mae": []})
+        if models.lpips is not None:
+            self.result.per_image["lpips"] = []
+        self.output_features: list[np.ndarray] = []
+
+    @torch.inference_mode()
+    def add(self, name: str, output_rgb: np.ndarray, reference_rgb: np.ndarray) -> None:
+        """Score one pair: output and reference RGB uint8 [H,W,3] of the same size."""
+        if output_rgb.shape != reference_rgb.shape:
+            raise EvaluationError(
+                f"{name}: output is {output_rgb.shape[1]}×{output_rgb.shape[0]}, reference "
+                f"{reference_rgb.shape[1]}×{reference_rgb.shape[0]}; resize the references to the outputs' size"
+            )
+        output, reference = to_unit_float(output_rgb), to_unit_float(reference_rgb)
+        scores = self.result.per_image
+        self.result.names.append(name)
+        scores["psnr"].append(psnr(output, reference))
+        scores["ssim"].append(ssim(output, reference, self.models.ssim_variant))
+        scores["mae"].append(mae(output, reference))
+        if self.models.lpips is not None:
+            device = self.models.device
+            # LPIPS takes [-1,1] inputs.
+            lpips = self.models.lpips(2 * _to_tensor(output, device) - 1, 2 * _to_tensor(reference, device) - 1)
+            scores["lpips"].append(float(lpips[0]))
+        if self.models.inception is not None:
+            self.output_features.append(inception_features(self.models, output_rgb))
+
+    def finish(self, fid_reference_features: Sequence[np.ndarray] = ()) -> GroupResult:
+        """The group's result; FID of its outputs against `fid_reference_features` when FID is loaded."""
+        if self.models.inception is not None:
+            self.result.fid, note = _group_fid(self.output_features, list(fid_reference_features))
+            self.result.notes += [note] if note else []
+        return self.result
+
+
 def evaluate_pairs(
     pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     models: MetricModels,
@@ -155,40 +205,16 @@ def evaluate_pairs(
 ) -> GroupResult:
     """Score one group: pairs of (name, output RGB uint8 [H,W,3], reference RGB uint8 [H,W,3]), same size.
 
-    PSNR, SSIM and MAE always; LPIPS and FID when their models are loaded. FID compares the
-    group's outputs with its references and needs at least 2 pairs.
+    FID compares the group's outputs with its references and needs at least 2 pairs.
     """
-    per_image: dict[str, list[float]] = {"psnr": [], "ssim": [], "mae": []}
-    if models.lpips is not None:
-        per_image["lpips"] = []
-    names: list[str] = []
-    output_features, reference_features = [], []
+    scorer, reference_features = GroupScorer(models, attribute, method), []
     for name, output_rgb, reference_rgb in tqdm(
         pairs, total=total, desc=f"{attribute}/{method}", unit="pair", disable=not progress
     ):
-        if output_rgb.shape != reference_rgb.shape:
-            raise EvaluationError(
-                f"{name}: output is {output_rgb.shape[1]}×{output_rgb.shape[0]}, reference "
-                f"{reference_rgb.shape[1]}×{reference_rgb.shape[0]}; resize the references to the outputs' size"
-            )
-        output, reference = to_unit_float(output_rgb), to_unit_float(reference_rgb)
-        names.append(name)
-        per_image["psnr"].append(psnr(output, reference))
-        per_image["ssim"].append(ssim(output, reference, models.ssim_variant))
-        per_image["mae"].append(mae(output, reference))
-        output_tensor, reference_tensor = _to_tensor(output, models.device), _to_tensor(reference, models.device)
-        if models.lpips is not None:
-            # LPIPS takes [-1,1] inputs.
-            per_image["lpips"].append(float(models.lpips(2 * output_tensor - 1, 2 * reference_tensor - 1)[0]))
+        scorer.add(name, output_rgb, reference_rgb)
         if models.inception is not None:
-            features = models.inception(torch.cat([output_tensor, reference_tensor])).double().cpu().numpy()
-            output_features.append(features[0])
-            reference_features.append(features[1])
-    result = GroupResult(attribute, method, names, per_image)
-    if models.inception is not None:
-        result.fid, note = _group_fid(output_features, reference_features)
-        result.notes += [note] if note else []
-    return result
+            reference_features.append(inception_features(models, reference_rgb))
+    return scorer.finish(reference_features)
 
 
 def _group_fid(output_features: list[np.ndarray], reference_features: list[np.ndarray]) -> tuple[float | None, str]:

@@ -15,12 +15,15 @@ Files written by `write_tables(groups, out_dir, notes)`:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from deghost.files import atomic_write_bytes
 
 # Per-image metrics in the order of Table 1: (label, better direction, decimals).
 PER_IMAGE_METRICS = {
@@ -31,6 +34,7 @@ PER_IMAGE_METRICS = {
 }
 FID_DECIMALS = 2
 _MISSING = "—"
+TABLE_FILES = ("metrics.md", "table1_metrics.csv", "table2_fid.csv", "per_image.csv")
 
 
 @dataclass
@@ -118,11 +122,11 @@ def _csv_number(value: float | None) -> str:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def _table1_csv_rows(groups: Sequence[GroupResult]) -> list[list[str]]:
@@ -152,11 +156,9 @@ def _per_image_csv_rows(groups: Sequence[GroupResult]) -> list[list[str]]:
 
 
 def write_tables(groups: Sequence[GroupResult], out_dir: str | Path, notes: Sequence[str] = ()) -> list[Path]:
-    """Write metrics.md and the three CSV files into `out_dir` (created; existing files replaced)."""
+    """Write metrics.md and the three CSV files into `out_dir` (created), each atomically (existing ones replaced)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = out_dir / "metrics.md"
-    markdown.write_text(format_markdown(groups, notes), encoding="utf-8")
+    markdown = atomic_write_bytes(out_dir / "metrics.md", format_markdown(groups, notes).encode("utf-8"))
     summary_columns = [f"{metric}_{stat}" for metric in PER_IMAGE_METRICS for stat in ("mean", "std")]
     table1 = _write_csv(
         out_dir / "table1_metrics.csv",
