@@ -44,15 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(run=_zoo)
 
     # Each registrar module is torch-free at import; its command imports torch only when it runs.
-    from deghost.export.cli import add_build_command
+    from deghost.bench import add_bench_command
+    from deghost.export.cli import add_build_command, add_export_command
     from deghost.runtime.cli import add_edit_command
     from deghost.training.cli import add_train_command
     from deghost.training.evaluation.cli import add_eval_command
 
+    add_export_command(commands)
     add_build_command(commands)
     add_edit_command(commands)
     add_train_command(commands)
     add_eval_command(commands)
+    add_bench_command(commands)
     return parser
 
 

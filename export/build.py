@@ -236,7 +236,8 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     return low, opt, high
 
 
-def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+def add_build_arguments(parser: argparse.ArgumentParser, engines: bool = True) -> None:
+    """The build's options; with `engines` False (`deghost export`) only those of the ONNX graphs."""
     weights = parser.add_argument_group("weights (choose one)")
     choice = weights.add_mutually_exclusive_group(required=True)
     official = ", ".join(dict.fromkeys(sources.CHECKPOINT_FILES.values()))
@@ -256,15 +257,19 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
                         help="engine precision; fp16 also writes <stage>.fp16.onnx, with the StyleGAN2 parts "
                         "that need it kept in FP32 (default: %(default)s)")
-    parser.add_argument("--batch", type=parse_batch, default=(1, 1, 4), metavar="MIN:OPT:MAX",
-                        help="batch sizes of the TensorRT optimisation profile (default: 1:1:4); the ONNX "
-                        "graphs take any batch")
     parser.add_argument("--out", type=Path, default=Path("engines"), metavar="DIR",
                         help="output folder for graphs, engines, directions/ and manifest.json (default: engines/)")
+    if not engines:
+        engine_only = ("batch", "require_tensorrt", "workspace_gb", "fp16_builder_flag")
+        parser.set_defaults(onnx_only=True, **{name: getattr(BuildOptions, name) for name in engine_only})
+        return
+    parser.add_argument("--batch", type=parse_batch, default=BuildOptions.batch, metavar="MIN:OPT:MAX",
+                        help="batch sizes of the TensorRT optimisation profile (default: 1:1:4); the ONNX "
+                        "graphs take any batch")
     parser.add_argument("--onnx-only", action="store_true", help="stop after the validated ONNX graphs")
     parser.add_argument("--require-tensorrt", action="store_true",
                         help="fail (exit 1) instead of building ONNX only when TensorRT is not available")
-    parser.add_argument("--workspace-gb", type=float, default=4.0, metavar="GB",
+    parser.add_argument("--workspace-gb", type=float, default=BuildOptions.workspace_gb, metavar="GB",
                         help="TensorRT builder workspace limit (default: %(default)s)")
     parser.add_argument("--fp16-builder-flag", action="store_true",
                         help="TensorRT 10 only: build from the FP32 ONNX with the FP16 builder flag instead of "

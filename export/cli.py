@@ -1,4 +1,4 @@
-"""`deghost build`: the engine build as a subcommand of the `deghost` command line."""
+"""`deghost build` and `deghost export`: the engine build (or its ONNX half) as `deghost` subcommands."""
 
 from __future__ import annotations
 
@@ -23,5 +23,25 @@ def add_build_command(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_build_arguments(parser)
+    parser.set_defaults(run=_run)
+    return parser
+
+
+def add_export_command(subparsers) -> argparse.ArgumentParser:
+    """Register `deghost export`: `deghost build` stopped after the validated ONNX graphs (no TensorRT options)."""
+    from .build import add_build_arguments
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export every stage to validated ONNX graphs (FP32, FP16) only; no TensorRT needed",
+        description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime, and\n"
+        "convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
+        "--onnx-only`. The runtime runs these graphs with ONNX Runtime; `deghost build` adds TensorRT\n"
+        "engines on a machine that has TensorRT.",
+        epilog="examples:\n  deghost export --random-init 0 --preset tiny --precision fp32 --out engines-tiny/\n"
+        "  deghost export --checkpoints checkpoints/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_build_arguments(parser, engines=False)
     parser.set_defaults(run=_run)
     return parser

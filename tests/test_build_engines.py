@@ -128,3 +128,16 @@ def test_deghost_build_subcommand_takes_the_same_options():
     assert (options.random_init, options.preset, options.batch, tuple(options.stages)) == (3, "tiny", (1, 2, 8),
                                                                                           ("suppressor",))
     assert callable(args.run)
+
+
+def test_deghost_export_builds_only_the_validated_onnx_graphs_and_offers_no_tensorrt_options(tmp_path, capsys):
+    from deghost.cli import main as deghost_main
+
+    assert deghost_main(["export", "--random-init", "0", "--preset", "tiny", "--stages", "face_parser",
+                         "--precision", "fp32", "--out", str(tmp_path)]) == 0
+    manifest = Manifest.load(tmp_path)
+    assert [(a.stage, a.kind, a.precision) for a in manifest.artifacts] == [("face_parser", "onnx", "fp32")]
+    assert "TensorRT is not available" not in capsys.readouterr().out  # nothing was asked of TensorRT
+    with pytest.raises(SystemExit) as exit_info:
+        deghost_main(["export", "--random-init", "0", "--require-tensorrt"])
+    assert exit_info.value.code == 2
