@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import csv
-
 import numpy as np
 import pytest
 import torch
 
 from deghost.runtime.images import write_image
 from deghost.training.evaluation import evaluate, weights
-from deghost.training.evaluation.cli import add_eval_command
 from deghost.training.evaluation.metrics import psnr, ssim, to_unit_float
+from tests.helpers.eval_cli import read_csv, run_eval
 from tests.helpers.metric_weights import accepting, write_all
-
-
-def run_eval(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="deghost")
-    add_eval_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", "--no-progress", "--device", "cpu", *map(str, argv)])
-    return args.run(args)
-
-
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture

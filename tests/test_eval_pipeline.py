@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,24 +10,12 @@ import pytest
 from deghost.runtime.images import from_model_output, read_image, to_model_input, write_image
 from deghost.runtime.pipeline import Pipeline
 from deghost.training.evaluation import evaluate, weights
-from deghost.training.evaluation.cli import add_eval_command
 from deghost.training.evaluation.metrics import mae, psnr, ssim, to_unit_float
 from deghost.training.evaluation.pipeline_eval import first_images
+from tests.helpers.eval_cli import read_csv, run_eval
 from tests.helpers.metric_weights import accepting, write_all
 
-ASTRONAUT = "tests/data/images/astronaut.png"
-
-
-def run_eval(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="deghost")
-    add_eval_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", "--no-progress", "--device", "cpu", *map(str, argv)])
-    return args.run(args)
-
-
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
