@@ -26,10 +26,9 @@ def timed(run, *args, **kwargs) -> tuple[float, object]:
 
 def pipeline_gflop(torch_module, preset: str, suppress: str) -> dict[str, float]:
     """GFLOP per image of each stage the pipeline runs for one edit (torch.utils.flop_counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from deghost.export.torch_pipeline import TorchPipeline
     from deghost.presets import get_preset
+    from deghost.training.flops import forward_gflop
     from deghost.training.models.zoo import example_inputs
 
     spec = get_preset(preset)
@@ -44,11 +43,4 @@ def pipeline_gflop(torch_module, preset: str, suppress: str) -> dict[str, float]
         "suppressor": (image, image, torch_module.zeros(1, 1, spec.mask_size, spec.mask_size)),
     }
     inputs["deghosting"] = inputs["suppressor"]
-    flops = {}
-    with torch_module.inference_mode():
-        for stage in stages:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                graphs[stage](*inputs[stage])
-            flops[stage] = counter.get_total_flops() / 1e9
-    return flops
+    return {stage: forward_gflop(graphs[stage], *inputs[stage]) for stage in stages}

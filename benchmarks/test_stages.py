@@ -56,15 +56,6 @@ def torch_runner(torch_module, graph, feeds: dict, device: str = "cpu", half: bo
     return run
 
 
-def stage_gflop(torch_module, graph, feeds: dict) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch_module.inference_mode():
-        graph(*[torch_module.from_numpy(value) for value in feeds.values()])
-    return counter.get_total_flops() / 1e9
-
-
 def backends_for(torch_module, manifest: Manifest, stage: str, graph, peaks: dict) -> dict:
     """name → (factory(feeds) → run callable, peak GFLOP/s of the device it runs on)."""
     from deghost.runtime.backends import open_backend
@@ -87,6 +78,7 @@ def backends_for(torch_module, manifest: Manifest, stage: str, graph, peaks: dic
 
 def test_stage_latency_and_throughput_per_backend(benchmark, request, torch_module, engines, report):
     from deghost.export.torch_pipeline import TorchPipeline
+    from deghost.training.flops import forward_gflop
 
     manifest = Manifest.load(engines)
     preset = manifest.artifacts[0].preset
@@ -99,7 +91,8 @@ def test_stage_latency_and_throughput_per_backend(benchmark, request, torch_modu
 
     def measure_all():
         for name, stage in stage_table(preset).items():
-            gflop = stage_gflop(torch_module, graphs[name], stage_inputs(stage, 1))
+            inputs = [torch_module.from_numpy(value) for value in stage_inputs(stage, 1).values()]
+            gflop = forward_gflop(graphs[name], *inputs)
             for backend, (factory, peak) in backends_for(torch_module, manifest, name, graphs[name], peaks).items():
                 per_image = {b: median_seconds(factory(stage_inputs(stage, b))) / b for b in batches}
                 best = min(per_image, key=per_image.get)

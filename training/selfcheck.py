@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from deghost.presets import get_preset
 
+from .flops import forward_gflop
 from .models.zoo import BUILDERS, PAPER_PARAMETERS, build, count_parameters, example_inputs
 
 
@@ -39,12 +39,7 @@ def check_network(name: str, preset: str, repeats: int = 2, flops: bool = True, 
             start = time.perf_counter()
             model(*inputs)
             times.append(time.perf_counter() - start)
-        gflop = None
-        if flops:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model(*inputs)
-            gflop = counter.get_total_flops() / 1e9
+    gflop = forward_gflop(model, *inputs) if flops else None
     expected = PAPER_PARAMETERS.get(name) if get_preset(preset).name == "ffhq1024" else None
     return NetworkReport(name, count_parameters(model), expected, sorted(times)[len(times) // 2], gflop)
 
