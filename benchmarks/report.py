@@ -20,9 +20,12 @@ class Report:
     machine: dict
     sections: dict[str, list[dict]] = field(default_factory=dict)  # title → rows (same keys per section)
     notes: list[str] = field(default_factory=list)
+    charted: dict[str, str] = field(default_factory=dict)  # title → the column its chart plots
 
-    def add(self, section: str, row: dict) -> None:
+    def add(self, section: str, row: dict, chart: str = "seconds") -> None:
+        """A row of `section`; the section's chart plots column `chart` of the rows that have a "label"."""
         self.sections.setdefault(section, []).append(row)
+        self.charted[section] = chart
 
     def markdown(self) -> str:
         lines = ["# deghost benchmark results", ""]
@@ -48,9 +51,10 @@ class Report:
         paths[1].write_text(self.markdown())
         charts = []  # one chart per section: each on its own scale
         for title, rows in self.sections.items():
-            bars = [(row["label"], row["seconds"]) for row in rows if "label" in row and "seconds" in row]
+            column = self.charted.get(title, "seconds")
+            bars = [(row["label"], row[column]) for row in rows if "label" in row and column in row]
             if bars:
-                charts.append(bar_chart(bars, f"{title[:100]}: seconds (lower is better)"))
+                charts.append(bar_chart(bars, f"{title[:100]}: {column} (lower is better)"))
         if charts:
             paths.append(folder / "results.png")
             cv2.imwrite(str(paths[-1]), np.vstack(charts))
@@ -77,6 +81,7 @@ def bar_chart(bars: list[tuple[str, float]], title: str, width: int = 900) -> np
         length = int((width - label_width - 90) * value / longest)
         cv2.putText(image, label[:44], (margin, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.rectangle(image, (label_width, top + 4), (label_width + length, top + row - 6), (180, 110, 40), -1)
-        cv2.putText(image, f"{value:.3g}", (label_width + length + 6, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+        text = f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+        cv2.putText(image, text, (label_width + length + 6, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return image

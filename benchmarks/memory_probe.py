@@ -1,0 +1,84 @@
+"""Peak memory of one pipeline edit, measured in this fresh process; prints one JSON line.
+
+    python -m benchmarks.memory_probe --engines DIR --backend onnxruntime|pytorch --suppress network|eogi
+
+A fresh process because allocators keep their pools: in a process that has already run a pipeline,
+the high-water mark of a second run measures almost nothing. The onnxruntime probe imports no torch,
+as a deployment of the runtime does not. Linux only (reads /proc/self/status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = ("onnxruntime", "pytorch")
+
+
+def status_mib(field: str) -> float:
+    """A /proc/self/status memory field ("VmRSS", "VmHWM": kB) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(f"{field} not in /proc/self/status")
+
+
+def probe(engines: str, backend: str, suppress: str, threads: int) -> dict:
+    """RSS after imports, after loading the pipeline, and the peak over one edit of one face."""
+    from benchmarks.pipelines import faces
+    from deghost.runtime.pipeline import SUPPRESS_STAGES, Pipeline
+
+    if backend == "pytorch":
+        import torch
+
+        from deghost.export.torch_pipeline import TorchPipeline
+
+        torch.set_num_threads(threads)
+    else:
+        import onnxruntime  # noqa: F401  (imported when the first session opens; counted with the imports)
+    after_imports = status_mib("VmRSS")
+
+    # Opens its stages on first use: for the pytorch probe it only gives the preset, directions and input.
+    runtime = Pipeline.load(engines, backend="onnxruntime", threads=threads)
+    if backend == "pytorch":
+        stages = ["encoder", "generator", "diffcam", SUPPRESS_STAGES[suppress]]
+        reference = TorchPipeline.random(runtime.preset, seed=0, stages=stages)
+        batch, _ = runtime.model_batch(faces(1))
+        edits = runtime.edits("smile")
+
+        def edit():
+            reference.edit(batch, edits, suppress=suppress)
+    else:
+        runtime.prepare(suppress)
+        image = faces(1)[0]
+
+        def edit():
+            runtime.edit([image], suppress=suppress)
+    after_load = status_mib("VmRSS")
+
+    start = time.perf_counter()
+    edit()
+    seconds = time.perf_counter() - start
+    return {
+        "backend": backend, "suppress": suppress, "preset": runtime.preset.name, "threads": threads,
+        "after_imports_mib": after_imports, "after_load_mib": after_load, "peak_mib": status_mib("VmHWM"),
+        "edit_seconds": seconds, "torch_imported": "torch" in sys.modules,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", required=True, help="engine folder with manifest.json")
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--suppress", default="network", choices=["network", "eogi"])
+    parser.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime intra-op threads")
+    args = parser.parse_args(argv)
+    print(json.dumps(probe(args.engines, args.backend, args.suppress, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
