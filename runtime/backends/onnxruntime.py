@@ -7,6 +7,8 @@ OrtValue's memory) and a feed that is such a tensor is bound by its device addre
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 from collections.abc import Collection
@@ -37,6 +39,25 @@ def providers_to_try(device: str = "auto") -> list[str]:
     return [_CUDA, _CPU] if has_cuda and device != "cpu" else [_CPU]
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to trim
+        return None
+
+
+def _return_freed_heap_to_the_os() -> None:
+    """Hand back what ORT freed while optimising the graph: glibc keeps it resident otherwise.
+
+    Measured on the tiny encoder (800 MB graph, ORT_ENABLE_ALL): +2,386 MiB resident after the
+    session opens, +815 MiB after malloc_trim(0). The peak during the load is unchanged.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class OnnxRuntimeBackend(ManifestNames):
     """One stage's ONNX graph (see `deghost.runtime.backends.Backend`)."""
 
@@ -60,6 +81,7 @@ class OnnxRuntimeBackend(ManifestNames):
                 f"{self.stage}: ONNX Runtime could not load {path} ({error}); re-export it: "
                 f"python export/build_engines.py --stages {self.stage} --out {manifest.folder}"
             ) from error
+        _return_freed_heap_to_the_os()
         # A CUDA provider that fails to initialise (CUDA/cuDNN version mismatch) is dropped silently:
         # the session then runs on the CPU, many times slower, unless we look.
         active = self.session.get_providers()
