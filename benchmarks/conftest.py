@@ -9,6 +9,8 @@ import pytest
 from benchmarks.machine import describe
 from benchmarks.report import Report
 
+RESULTS = Path(__file__).parent / "results"
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("deghost")
@@ -19,8 +21,9 @@ def pytest_addoption(parser):
     group.addoption("--rounds", type=int, default=3, help="interleaved rounds of network vs EOGI (default: 3)")
     group.addoption("--engines", default=None,
                     help="an existing engine folder (with manifest.json) instead of building untrained ONNX graphs")
-    group.addoption("--results-dir", default=str(Path(__file__).parent / "results"),
-                    help="where results.json, results.md and results.png are written")
+    group.addoption("--results-dir", default=None,
+                    help="where results.json, results.md and results.png are written (default: "
+                    "benchmarks/results/<preset>/, so a tiny run never replaces the paper-preset figures)")
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +39,8 @@ def report(request, torch_module):
     collected = Report(describe(torch_module))
     yield collected
     if collected.sections:
-        for path in collected.write(Path(request.config.getoption("--results-dir"))):
+        folder = request.config.getoption("--results-dir") or RESULTS / request.config.getoption("--preset")
+        for path in collected.write(Path(folder)):
             print(f"\nbenchmark results: {path}")
 
 

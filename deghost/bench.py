@@ -43,7 +43,7 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--engines", type=Path, metavar="DIR",
                         help="an existing engine folder (manifest.json) instead of building untrained ONNX graphs")
     parser.add_argument("--results-dir", type=Path, metavar="DIR",
-                        help="where the results files go (default: benchmarks/results/ of the checkout)")
+                        help="where the results files go (default: benchmarks/results/<preset>/ of the checkout)")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
                         help="extra pytest arguments after --")
     parser.set_defaults(run=run_bench)
