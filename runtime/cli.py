@@ -79,6 +79,9 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
                         help="also save original | fused | EOGI | ours side by side (runs network and eogi)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="ONNX Runtime threads per operator (default: all cores)")
+    parser.add_argument("--no-memory-arena", dest="memory_arena", action="store_false",
+                        help="ONNX Runtime on CPU: free activations after each stage instead of keeping them in "
+                        "per-session arenas (1024²: 1.7 instead of 5.8 GB resident, ~14%% slower)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="threads decoding and writing images while inference runs (default: 2)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or backend log")
@@ -98,7 +101,8 @@ def _edit(args: argparse.Namespace) -> int:
     if not inputs:
         return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
     try:
-        with Pipeline.load(args.engines, backend=args.backend, threads=args.threads) as pipe:
+        with Pipeline.load(args.engines, backend=args.backend, threads=args.threads,
+                           memory_arena=args.memory_arena) as pipe:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
             report = run_folder(pipe, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch,

@@ -98,7 +98,7 @@ class Pipeline:
     """The stages of one engine folder, opened on first use (see the module docstring)."""
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, memory_arena: bool = True):
         if not manifest.artifacts:
             raise ManifestError(
                 f"{manifest.path} lists nothing; build it: python export/build_engines.py --out {manifest.folder}"
@@ -108,14 +108,15 @@ class Pipeline:
             raise ManifestError(f"{manifest.path} mixes presets {sorted(presets)}; rebuild all stages with one")
         self.manifest, self.preset = manifest, get_preset(presets.pop())
         self.backend_name, self.threads, self.precision = backend, threads, precision
+        self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: faster, keeps activations resident
         self._backends: dict[str, Backend] = {}
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
 
     @classmethod
     def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
-             precision: str | None = None) -> Pipeline:
+             precision: str | None = None, memory_arena: bool = True) -> Pipeline:
         """The pipeline of the engines and graphs listed in `folder`/manifest.json."""
-        return cls(Manifest.load(folder), backend, threads, precision)
+        return cls(Manifest.load(folder), backend, threads, precision, memory_arena)
 
     # -- what the folder holds ----------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class Pipeline:
         """The stage's backend, opened on first use (TensorRT or ONNX Runtime, see `open_backend`)."""
         if stage not in self._backends:
             self._backends[stage] = open_backend(self.manifest, stage, self.backend_name, self.precision,
-                                                 self.threads)
+                                                 self.threads, self.memory_arena)
         return self._backends[stage]
 
     def prepare(self, suppress: str | Sequence[str] = "network") -> dict[str, str]:

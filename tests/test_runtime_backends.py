@@ -13,6 +13,7 @@ from deghost.files import sha256_of
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
 from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, open_backend
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
+from deghost.runtime.pipeline import Pipeline
 
 SIDE = 8
 
@@ -101,6 +102,16 @@ def test_onnxruntime_backend_runs_the_graph_and_returns_outputs_by_name(toy_mani
     assert (backend.kind, backend.device) == ("onnxruntime", "cpu")
     np.testing.assert_array_equal(out["doubled"], 2 * given["image"])
     np.testing.assert_array_equal(out["next_class"], [1, 2])
+
+
+def test_the_memory_arena_can_be_switched_off_per_pipeline_and_results_stay_the_same(toy_manifest):
+    given = feeds(3)
+    outputs = {}
+    for arena in (True, False):
+        backend = Pipeline(toy_manifest, backend="onnxruntime", memory_arena=arena).backend("toy")
+        assert backend.session.get_session_options().enable_cpu_mem_arena is arena
+        outputs[arena] = backend.run(given)["doubled"]
+    np.testing.assert_array_equal(outputs[True], outputs[False])
 
 
 def test_onnxruntime_backend_takes_a_device_tensor_feed_on_the_cpu(toy_manifest):

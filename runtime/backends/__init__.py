@@ -193,6 +193,7 @@ def open_backend(
     backend: str = "auto",
     precision: str | None = None,
     threads: int | None = None,
+    memory_arena: bool = True,
 ) -> Backend:
     """The stage's graph, ready to run, on `backend` ("auto", "tensorrt" or "onnxruntime").
 
@@ -200,6 +201,7 @@ def open_backend(
     load, and the engine was built for this TensorRT version and GPU; otherwise the ONNX graph. The
     choice and the reason are logged. `precision` picks among artifacts of one kind ("fp16"/"fp32";
     default: fp16 engines, fp32 graphs). `threads`: ONNX Runtime intra-op threads (default: all cores).
+    `memory_arena`: ONNX Runtime's CPU arena (see OnnxRuntimeBackend).
     Raises BackendError (or ManifestError) with the command that fixes it.
     """
     if backend not in BACKENDS:
@@ -226,7 +228,7 @@ def open_backend(
         )
     from .onnxruntime import OnnxRuntimeBackend
 
-    opened = OnnxRuntimeBackend(manifest, graph, threads=threads)
+    opened = OnnxRuntimeBackend(manifest, graph, threads=threads, memory_arena=memory_arena)
     log.info("%s: ONNX Runtime (%s) %s graph %s%s", stage, opened.device.upper(), graph.precision, graph.file,
              f"; not TensorRT: {reason}" if reason else "")
     return opened

@@ -64,7 +64,8 @@ class OnnxRuntimeBackend(ManifestNames):
     kind = "onnxruntime"
     max_batch = None  # the graphs have a dynamic batch axis
 
-    def __init__(self, manifest: Manifest, artifact: Artifact, threads: int | None = None, device: str = "auto"):
+    def __init__(self, manifest: Manifest, artifact: Artifact, threads: int | None = None, device: str = "auto",
+                 memory_arena: bool = True):
         path = manifest.verify(artifact)
         self.stage, self.artifact = artifact.stage, artifact
         options = ort.SessionOptions()
@@ -73,6 +74,9 @@ class OnnxRuntimeBackend(ManifestNames):
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The CPU arena keeps every activation buffer a session ever used, per session: at 1024² the
+        # network pipeline then holds 5.8 GB instead of 1.7 GB, for ~14 % more speed (2-core CPU).
+        options.enable_cpu_mem_arena = memory_arena
         requested = providers_to_try(device)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=requested)
