@@ -28,8 +28,8 @@ def status_mib(field: str) -> float:
     raise KeyError(f"{field} not in /proc/self/status")
 
 
-def probe(engines: str, backend: str, suppress: str, threads: int, edits: int = 3) -> dict:
-    """RSS after imports, after loading the pipeline, and the peak over `edits` edits of one face.
+def probe(engines: str, backend: str, suppress: str, threads: int, repeats: int = 3) -> dict:
+    """RSS after imports, after loading the pipeline, and the peak over `repeats` edits of one face.
 
     Several edits, because ONNX Runtime's arenas grow on the second run too (1024²: 3.9 → 5.8 GB).
     """
@@ -66,7 +66,7 @@ def probe(engines: str, backend: str, suppress: str, threads: int, edits: int = 
     after_load = status_mib("VmRSS")
 
     seconds = []
-    for _ in range(edits):
+    for _ in range(repeats):
         start = time.perf_counter()
         edit()
         seconds.append(time.perf_counter() - start)
@@ -74,7 +74,7 @@ def probe(engines: str, backend: str, suppress: str, threads: int, edits: int = 
         "backend": backend, "suppress": suppress, "preset": runtime.preset.name, "threads": threads,
         "after_imports_mib": after_imports, "after_load_mib": after_load, "peak_mib": status_mib("VmHWM"),
         "first_edit_seconds": seconds[0], "later_edit_seconds": statistics.median(seconds[1:] or seconds),
-        "edits": edits, "torch_imported": "torch" in sys.modules,
+        "edits": repeats, "torch_imported": "torch" in sys.modules,
     }
 
 
