@@ -1,6 +1,6 @@
 """Peak memory of one pipeline edit, measured in this fresh process; prints one JSON line.
 
-    python -m benchmarks.memory_probe --engines DIR --backend onnxruntime|onnxruntime-no-arena|pytorch
+    python -m benchmarks.memory_probe --engines DIR --backend onnxruntime|onnxruntime-arena|pytorch
                                       --suppress network|eogi [--edits 3]
 
 A fresh process because allocators keep their pools: in a process that has already run a pipeline,
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-BACKENDS = ("onnxruntime", "onnxruntime-no-arena", "pytorch")  # no-arena: Pipeline(memory_arena=False)
+BACKENDS = ("onnxruntime", "onnxruntime-arena", "pytorch")  # arena: Pipeline(memory_arena=True)
 
 
 def status_mib(field: str) -> float:
@@ -31,7 +31,7 @@ def status_mib(field: str) -> float:
 def probe(engines: str, backend: str, suppress: str, threads: int, repeats: int = 3) -> dict:
     """RSS after imports, after loading the pipeline, and the peak over `repeats` edits of one face.
 
-    Several edits, because ONNX Runtime's arenas grow on the second run too (1024²: 3.9 → 5.8 GB).
+    Several edits, because ONNX Runtime's arenas (if on) grow on the second run too (1024²: 3.9 → 5.8 GB).
     """
     from benchmarks.pipelines import faces
     from deghost.runtime.pipeline import SUPPRESS_STAGES, Pipeline
@@ -48,7 +48,7 @@ def probe(engines: str, backend: str, suppress: str, threads: int, repeats: int 
 
     # Opens its stages on first use: for the pytorch probe it only gives the preset, directions and input.
     runtime = Pipeline.load(engines, backend="onnxruntime", threads=threads,
-                            memory_arena=backend != "onnxruntime-no-arena")
+                            memory_arena=backend == "onnxruntime-arena")
     if backend == "pytorch":
         stages = ["encoder", "generator", "diffcam", SUPPRESS_STAGES[suppress]]
         reference = TorchPipeline.random(runtime.preset, seed=0, stages=stages)

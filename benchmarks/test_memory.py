@@ -62,7 +62,7 @@ def test_peak_memory_per_backend(benchmark, torch_module, engines, report):
         f"Peak memory: each row is a fresh process ({threads} threads) that imports its backend (ONNX Runtime "
         "without torch), loads the pipeline (opens the stages' sessions / builds the PyTorch graphs) and edits "
         f"one face {probes[0]['edits']} times; peak = the process's peak resident set (VmHWM), 'later edits s' = "
-        "the median of the edits after the first; no-arena = Pipeline(memory_arena=False), `--no-memory-arena`. "
+        "the median of the edits after the first; arena = Pipeline(memory_arena=True), `--memory-arena`. "
         "No PyTorch CUDA row: the reference pipeline runs on CPU tensors only, so GPU memory "
         "(torch.cuda.max_memory_allocated) is not measured."
     )

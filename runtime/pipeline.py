@@ -98,7 +98,7 @@ class Pipeline:
     """The stages of one engine folder, opened on first use (see the module docstring)."""
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
-                 precision: str | None = None, memory_arena: bool = True):
+                 precision: str | None = None, memory_arena: bool = False):
         if not manifest.artifacts:
             raise ManifestError(
                 f"{manifest.path} lists nothing; build it: python export/build_engines.py --out {manifest.folder}"
@@ -108,13 +108,13 @@ class Pipeline:
             raise ManifestError(f"{manifest.path} mixes presets {sorted(presets)}; rebuild all stages with one")
         self.manifest, self.preset = manifest, get_preset(presets.pop())
         self.backend_name, self.threads, self.precision = backend, threads, precision
-        self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: faster, keeps activations resident
+        self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: keeps activations resident
         self._backends: dict[str, Backend] = {}
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
 
     @classmethod
     def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
-             precision: str | None = None, memory_arena: bool = True) -> Pipeline:
+             precision: str | None = None, memory_arena: bool = False) -> Pipeline:
         """The pipeline of the engines and graphs listed in `folder`/manifest.json."""
         return cls(Manifest.load(folder), backend, threads, precision, memory_arena)
 

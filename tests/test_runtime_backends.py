@@ -104,11 +104,12 @@ def test_onnxruntime_backend_runs_the_graph_and_returns_outputs_by_name(toy_mani
     np.testing.assert_array_equal(out["next_class"], [1, 2])
 
 
-def test_the_memory_arena_can_be_switched_off_per_pipeline_and_results_stay_the_same(toy_manifest):
+def test_the_memory_arena_is_off_by_default_can_be_switched_on_and_results_stay_the_same(toy_manifest):
     given = feeds(3)
     outputs = {}
     for arena in (True, False):
-        backend = Pipeline(toy_manifest, backend="onnxruntime", memory_arena=arena).backend("toy")
+        chosen = {"memory_arena": True} if arena else {}  # off: the default
+        backend = Pipeline(toy_manifest, backend="onnxruntime", **chosen).backend("toy")
         assert backend.session.get_session_options().enable_cpu_mem_arena is arena
         outputs[arena] = backend.run(given)["doubled"]
     np.testing.assert_array_equal(outputs[True], outputs[False])

@@ -193,7 +193,7 @@ def open_backend(
     backend: str = "auto",
     precision: str | None = None,
     threads: int | None = None,
-    memory_arena: bool = True,
+    memory_arena: bool = False,
 ) -> Backend:
     """The stage's graph, ready to run, on `backend` ("auto", "tensorrt" or "onnxruntime").
 
