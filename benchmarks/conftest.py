@@ -10,6 +10,7 @@ from benchmarks.machine import describe
 from benchmarks.report import Report
 
 RESULTS = Path(__file__).parent / "results"
+WRITTEN = pytest.StashKey[tuple[Report, list[Path]]]()  # the run's report and its files, for the summary
 
 
 def pytest_addoption(parser):
@@ -40,8 +41,18 @@ def report(request, torch_module):
     yield collected
     if collected.sections:
         folder = request.config.getoption("--results-dir") or RESULTS / request.config.getoption("--preset")
-        for path in collected.write(Path(folder)):
-            print(f"\nbenchmark results: {path}")
+        request.config.stash[WRITTEN] = collected, collected.write(Path(folder))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The results tables (parameters, end-to-end ratio, …) on the terminal, past pytest's output capture."""
+    if WRITTEN not in config.stash:
+        return
+    collected, paths = config.stash[WRITTEN]
+    terminalreporter.section("deghost benchmark results")
+    terminalreporter.write_line(collected.markdown())
+    for path in paths:
+        terminalreporter.write_line(f"written: {path}")
 
 
 @pytest.fixture(scope="session")
