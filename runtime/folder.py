@@ -25,12 +25,11 @@ from tqdm import tqdm
 from .backends import BackendError
 from .directions import DEFAULT_ALPHA
 from .grid import FIGURE2_COLUMNS, make_grid
-from .images import ImageError, from_model_output, read_image, to_model_input, write_image
+from .images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, to_model_input, write_image
 from .pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
 
 log = logging.getLogger("deghost.runtime")
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 GRID = "grid"  # the output key of the comparison image
 
 

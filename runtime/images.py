@@ -18,6 +18,7 @@ import numpy as np
 from deghost.files import atomic_write_bytes
 
 MODEL_SIZE = 1024
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders are searched for
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 

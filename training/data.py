@@ -30,11 +30,17 @@ from tqdm import tqdm
 
 from deghost.runtime.blend import poisson_blend
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
-from deghost.runtime.images import ImageError, from_model_output, read_image, to_model_input, write_image
+from deghost.runtime.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    from_model_output,
+    read_image,
+    to_model_input,
+    write_image,
+)
 
 from .synthetic import Ghosted
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FOLDERS = ("image", "fused", "target", "face_mask")
 
 

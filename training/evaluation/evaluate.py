@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deghost.runtime.images import read_image
+from deghost.runtime.images import IMAGE_SUFFIXES, read_image
 
 from . import weights
 from .fid import fid_from_features
@@ -25,8 +25,6 @@ from .inception import FEATURE_DIM, FIDInceptionV3
 from .lpips import LPIPS
 from .metrics import SSIM_VARIANTS, SSIMVariant, mae, psnr, ssim, to_unit_float
 from .tables import GroupResult
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class EvaluationError(ValueError):
@@ -144,12 +142,15 @@ def _to_tensor(unit: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(unit).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
 
 
-@torch.inference_mode()
 def inception_features(models: MetricModels, rgb: np.ndarray) -> np.ndarray | None:
     """RGB uint8 [H,W,3] → FID pool3 features float64 [2048], or None when FID is skipped."""
-    if models.inception is None:
-        return None
-    return models.inception(_to_tensor(to_unit_float(rgb), models.device)).double().cpu().numpy()[0]
+    return None if models.inception is None else _unit_features(models, to_unit_float(rgb))
+
+
+@torch.inference_mode()
+def _unit_features(models: MetricModels, unit: np.ndarray) -> np.ndarray:
+    """float [H,W,3] in [0,1] → pool3 features float64 [2048]."""
+    return models.inception(_to_tensor(unit, models.device)).double().cpu().numpy()[0]
 
 
 class GroupScorer:
@@ -185,7 +186,7 @@ class GroupScorer:
             lpips = self.models.lpips(2 * _to_tensor(output, device) - 1, 2 * _to_tensor(reference, device) - 1)
             scores["lpips"].append(float(lpips[0]))
         if self.models.inception is not None:
-            self.output_features.append(inception_features(self.models, output_rgb))
+            self.output_features.append(_unit_features(self.models, output))
 
     def finish(self, fid_reference_features: Sequence[np.ndarray] = ()) -> GroupResult:
         """The group's result; FID of its outputs against `fid_reference_features` when FID is loaded."""

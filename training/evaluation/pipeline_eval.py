@@ -24,10 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from deghost.runtime.directions import DEFAULT_ALPHA
-from deghost.runtime.images import ImageError, from_model_output, read_image, write_image
+from deghost.runtime.folder import collect_inputs
+from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from deghost.runtime.pipeline import Pipeline
 
-from .evaluate import IMAGE_SUFFIXES, EvaluationError, GroupScorer, MetricModels, inception_features
+from .evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
 from .tables import GroupResult
 
 METHOD_MODES = {"network": "network", "eogi": "eogi", "poisson": "poisson", "fused": "none"}  # name → suppress
@@ -50,10 +51,9 @@ def first_images(folder: str | Path, count: int) -> list[Path]:
         raise EvaluationError(f"image folder {folder} does not exist or is not a folder; check the path")
     if count < 1:
         raise EvaluationError(f"--first must be at least 1, got {count}")
-    images = sorted((path for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")
-                     and path.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    images = sorted(collect_inputs([folder]), key=natural_key)
     if not images:
-        raise EvaluationError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise EvaluationError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return images[:count]
 
 
