@@ -168,6 +168,8 @@ def _decoded_batches(jobs: list[_Job], pool: ThreadPoolExecutor, batch: int, sid
                 ready.append(job)
             except ImageError as error:
                 _fail(report, job.source, str(error), bar)
+            except Exception as error:  # whatever goes wrong with one file, only that file fails
+                _fail(report, job.source, f"could not be read ({type(error).__name__}: {error})", bar)
         if ready:
             yield ready
 

@@ -49,8 +49,8 @@ def read_image(path: str | Path) -> LoadedImage:
       composited). Each of these adds a line to `warnings`.
 
     Non-ASCII paths work: the bytes are read by numpy and decoded by OpenCV from memory.
-    Raises ImageError for a missing file, a directory, an empty or undecodable file and an
-    unsupported sample type or channel count.
+    Raises ImageError for a missing file, a directory, an empty or undecodable file (also when
+    OpenCV raises cv2.error instead of returning nothing) and an unsupported sample type or channel count.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -59,15 +59,22 @@ def read_image(path: str | Path) -> LoadedImage:
     # with ANYDEPTH|ANYCOLOR instead, the flags under which OpenCV applies the orientation itself.
     is_jpeg = data[: len(_JPEG_MAGIC)].tobytes() == _JPEG_MAGIC
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if is_jpeg else cv2.IMREAD_UNCHANGED
-    decoded = cv2.imdecode(data, flags)
+    try:
+        decoded = cv2.imdecode(data, flags)
+        refusal = ""
+    except cv2.error as error:  # some headers (e.g. more pixels than OpenCV allows) raise instead of None
+        decoded, refusal = None, f" (OpenCV: {str(error).strip().splitlines()[-1]})"
     if decoded is None or decoded.size == 0:
         raise ImageError(
-            f"{path} could not be decoded: the file is corrupt, truncated, or not an image format "
-            "OpenCV reads (PNG, JPEG, WebP, BMP, TIFF); re-save it as PNG or JPEG"
+            f"{path} could not be decoded{refusal}: the file is corrupt, truncated, too large, or not an image "
+            "format OpenCV reads (PNG, JPEG, WebP, BMP, TIFF); re-save it as PNG or JPEG"
         )
     warnings: list[str] = []
-    pixels = _to_uint8(decoded, path, warnings)
-    return LoadedImage(rgb=_to_rgb(pixels, path, warnings), path=path, warnings=warnings)
+    try:
+        pixels = _to_uint8(decoded, path, warnings)
+        return LoadedImage(rgb=_to_rgb(pixels, path, warnings), path=path, warnings=warnings)
+    except cv2.error as error:
+        raise ImageError(f"{path} decoded into pixels OpenCV cannot convert ({error}); re-save it as PNG") from error
 
 
 def _read_bytes(path: Path) -> np.ndarray:

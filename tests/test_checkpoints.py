@@ -101,9 +101,16 @@ class _Payload:
 def test_checkpoint_carrying_pickled_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="safely"):
+    with pytest.raises(CheckpointError) as refused:
         checkpoints.load_file(tmp_path / "evil.pt")
     assert not marker.exists()
+    message = str(refused.value)
+    # What was found (the class whose pickle would run code) and what to do with a trusted file...
+    # Path.touch pickles as getattr(Path, "touch"): getattr is the first global the unpickler meets.
+    assert "pickles Python objects besides tensors (getattr)" in message
+    assert "torch.save(model.state_dict()" in message
+    # ...and not PyTorch's advice to load it with weights_only=False, which would run the payload.
+    assert "weights_only" not in message and "False" not in message
 
 
 def test_missing_and_truncated_files_get_clear_errors(tmp_path):
@@ -111,8 +118,9 @@ def test_missing_and_truncated_files_get_clear_errors(tmp_path):
         checkpoints.load_file(tmp_path / "nowhere.pt")
     torch.save(load_reference("maresunet").state_dict(), tmp_path / "full.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:10_000])
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match="cannot load .*cut.pt: it is not a readable PyTorch file") as refused:
         checkpoints.load_file(tmp_path / "cut.pt")
+    assert "weights_only" not in str(refused.value)
 
 
 def test_maresunet_training_checkpoint_loads_from_its_model_entry(tmp_path):

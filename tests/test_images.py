@@ -13,6 +13,7 @@ import pytest
 
 from deghost.runtime import images
 from deghost.runtime.images import ImageError, from_model_output, read_image, to_model_input, write_image
+from tests.helpers.bad_files import oversized_png_header
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
@@ -288,3 +289,12 @@ assert not any(name.split(".")[0] == "torch" for name in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_file_that_makes_opencv_raise_is_an_image_error_naming_it(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(oversized_png_header())
+    with pytest.raises(cv2.error):  # the premise: OpenCV raises for this file rather than returning None
+        cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    with pytest.raises(ImageError, match="huge.png could not be decoded .OpenCV: .*CV_IO_MAX_IMAGE_PIXELS"):
+        read_image(path)

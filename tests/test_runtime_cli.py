@@ -14,6 +14,7 @@ import pytest
 from deghost.runtime import cli
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
+from tests.helpers.bad_files import oversized_png_header
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
@@ -70,6 +71,17 @@ def test_folder_mode_skips_corrupt_and_missing_files_writes_the_rest_and_exits_1
     assert read_image(folder_run["out"] / "face_smile+20_none.png").rgb.shape == (256, 256, 3)
     assert "failed: " in folder_run["stdout"] and "corrupt.png could not be decoded" in folder_run["stdout"]
     assert "missing.png does not exist" in folder_run["stdout"]
+
+
+def test_a_file_that_makes_opencv_raise_fails_alone_and_the_run_goes_on(deghost_edit, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "face.png"), cv2.cvtColor(read_image(ASTRONAUT).rgb[::2, ::2], cv2.COLOR_RGB2BGR))
+    (inputs / "huge.png").write_bytes(oversized_png_header())
+    code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none")
+    assert code == cli.EXIT_SOME_FAILED
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
+    assert "huge.png could not be decoded" in stdout and "1 file(s) written, 1 failed" in stdout
 
 
 def test_grayscale_and_16_bit_inputs_are_edited_with_warnings(folder_run):

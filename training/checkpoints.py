@@ -19,6 +19,7 @@ the model it fills and refuses a mismatch with the first differences listed.
 from __future__ import annotations
 
 import argparse
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,13 +57,34 @@ def load_file(path: str | Path) -> dict:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError by case
-        raise CheckpointError(
-            f"cannot load {path} safely: {error}. deghost only reads tensors and plain values "
-            "(weights_only=True); re-save the file as a plain state_dict with torch.save(model.state_dict())."
-        ) from error
+        raise CheckpointError(unsafe_checkpoint_message(path, error)) from error
     if not isinstance(content, Mapping):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, expected a dict of tensors")
     return dict(content)
+
+
+def unsafe_checkpoint_message(path: Path, error: BaseException) -> str:
+    """What was found in a file `torch.load(weights_only=True)` refused, and what to do with it.
+
+    PyTorch's own message advises loading with weights_only=False, which would run the file's
+    pickled code inside deghost: we name what was found and how to turn a trusted file into tensors.
+    """
+    text = str(error)
+    globals_found = sorted(set(re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)))
+    if globals_found:
+        found = f"it pickles Python objects besides tensors ({', '.join(globals_found)})"
+    elif "WeightsUnpickler error" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n", 1)[0].strip()
+        found = f"it holds pickled data deghost does not read ({detail or type(error).__name__})"
+    else:
+        first = next((line for line in text.strip().splitlines() if "weights_only" not in line), "no detail")
+        found = f"it is not a readable PyTorch file ({type(error).__name__}: {first})"
+    return (
+        f"cannot load {path}: {found}. deghost reads only tensors and plain values, so no code in a checkpoint "
+        "ever runs. If the file comes from a source you trust, open it once with the code that wrote it and "
+        "save only the weights, torch.save(model.state_dict(), 'weights.pt'), then pass weights.pt; "
+        "otherwise download the file again."
+    )
 
 
 def compare_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> list[str]:
