@@ -14,6 +14,11 @@ class Attribute:
     celeba_name: str  # the CelebA attribute the classifier was trained on
     class_index: int  # its Diff-CAM classifier class
 
+    @property
+    def direction_files(self) -> tuple[str, str]:
+        """File names a direction may have: deghost's `<name>.npy`, then EOGI's, which uses the CelebA name."""
+        return f"{self.name}.npy", f"{self.celeba_name}.npy"
+
 
 ATTRIBUTES = {
     a.name: a
@@ -25,11 +30,3 @@ ATTRIBUTES = {
     )
 }
 
-
-def get_attribute(name: str) -> Attribute:
-    try:
-        return ATTRIBUTES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown attribute {name!r}; available: {', '.join(ATTRIBUTES)} (or the path of a direction .npy)"
-        ) from None

@@ -28,7 +28,6 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    network: str  # model-zoo name of the network inside the graph
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     meaning: str
@@ -59,24 +58,24 @@ def stage_table(preset: str | Preset = "ffhq1024") -> dict[str, Stage]:
         _image("output", s, "ghosting-suppressed result, RGB ~[-1,1]"),
     )
     stages = [
-        Stage("encoder", "encoder",
+        Stage("encoder",
               (_image("image", s, "aligned face I, RGB in [-1,1]"),),
               (TensorSpec("w", (BATCH, p.n_latent, p.style_dim), "float32", "W+ latent, latent_avg added"),),
               "pSp inversion: area-downsample to the encoder size, encode, add latent_avg"),
-        Stage("generator", "generator",
+        Stage("generator",
               (TensorSpec("w", (BATCH, p.n_latent, p.style_dim), "float32", "W+ latent"),),
               (_image("image", s, "render, RGB ~[-1,1]"), _image("image256", m, "render area-pooled to the mask size")),
               "StyleGAN2 synthesis with fixed noise"),
-        Stage("diffcam", "diffcam",
+        Stage("diffcam",
               (_image("recon256", m, "reconstruction I' pooled, [-1,1]"), _image("edit256", m, "edit T pooled, [-1,1]"),
                TensorSpec("class_index", (BATCH,), "int64", "classifier class of the edited attribute")),
               (mask, TensorSpec("logits", (BATCH, p.n_classes), "float32", "attribute logits of T − I'")),
               "differential-activation CAM in closed form"),
-        Stage("suppressor", "suppressor", blend_inputs, blend_outputs,
+        Stage("suppressor", blend_inputs, blend_outputs,
               "fusion, then MAResU-Net on concat(I, F_fused) (ours)"),
-        Stage("deghosting", "deghosting", blend_inputs, blend_outputs,
+        Stage("deghosting", blend_inputs, blend_outputs,
               "fusion, then EOGI Deghosting on the fused image area-pooled to its input size (baseline)"),
-        Stage("face_parser", "face_parser",
+        Stage("face_parser",
               (_image("image", p.parser_size, "RGB in [-1,1]"),),
               (TensorSpec("labels", (BATCH, p.parser_size, p.parser_size), "int64", "BiSeNet class per pixel"),),
               "BiSeNet face parsing (ImageNet normalisation and argmax inside)"),

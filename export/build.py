@@ -243,7 +243,7 @@ def add_build_arguments(parser: argparse.ArgumentParser, engines: bool = True) -
     official = ", ".join(dict.fromkeys(sources.CHECKPOINT_FILES.values()))
     choice.add_argument("--checkpoints", type=Path, metavar="DIR",
                         help=f"folder with the official files ({official}) and the editing directions "
-                        f"({', '.join(f'{a}.npy' for a in ATTRIBUTES)})")
+                        f"({', '.join(' or '.join(a.direction_files) for a in ATTRIBUTES.values())})")
     choice.add_argument("--random-init", type=int, metavar="SEED",
                         help="seeded random weights instead: UNTRAINED graphs, labelled so in every file's "
                         "metadata and the manifest (for tests, timing and CI)")

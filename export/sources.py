@@ -92,10 +92,11 @@ def random_sources(preset: Preset, seed: int, stages=STAGE_NAMES) -> dict[str, G
 
 def missing_checkpoints_message(folder: Path, missing: list[str]) -> str:
     expected = "\n".join(f"  {stage:12} {name}" for stage, name in CHECKPOINT_FILES.items())
+    directions = ", ".join(" or ".join(a.direction_files) for a in ATTRIBUTES.values())
     return (
         f"checkpoints folder {folder} lacks {', '.join(sorted(set(missing)))}.\n"
         f"Expected file names, per stage:\n{expected}\n"
-        f"  directions   {', '.join(f'{a}.npy' for a in ATTRIBUTES)} (with the generator)\n"
+        f"  directions   {directions} (with the generator)\n"
         "Download the official files into that folder (the suppressor may also come from --suppressor FILE), "
         "or build untrained graphs with --random-init SEED."
     )
@@ -156,8 +157,8 @@ def write_directions(out: Path, checkpoints: str | Path | None = None, seed: int
     folder = out / DIRECTIONS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     if checkpoints is not None:
-        sources = {name: Path(checkpoints) / f"{name}.npy" for name in ATTRIBUTES}
-        missing = [path.name for path in sources.values() if not path.is_file()]
+        sources = {name: _direction_file(Path(checkpoints), attribute) for name, attribute in ATTRIBUTES.items()}
+        missing = [ATTRIBUTES[name].direction_files[0] for name, path in sources.items() if path is None]
         if missing:
             raise SourceError(missing_checkpoints_message(Path(checkpoints), missing))
     records = {}
@@ -175,6 +176,11 @@ def write_directions(out: Path, checkpoints: str | Path | None = None, seed: int
             source = untrained_label(seed)
         records[name] = {"file": f"{DIRECTIONS_FOLDER}/{target.name}", "sha256": sha256_of(target), "source": source}
     return records
+
+
+def _direction_file(folder: Path, attribute) -> Path | None:
+    """The attribute's direction in `folder` under deghost's name or EOGI's (`smile.npy` or `Smiling.npy`)."""
+    return next((folder / name for name in attribute.direction_files if (folder / name).is_file()), None)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -141,3 +141,33 @@ def test_deghost_export_builds_only_the_validated_onnx_graphs_and_offers_no_tens
     with pytest.raises(SystemExit) as exit_info:
         deghost_main(["export", "--random-init", "0", "--require-tensorrt"])
     assert exit_info.value.code == 2
+
+
+def test_directions_under_eogis_own_names_are_accepted_beside_deghosts(tmp_path):
+    from deghost.export.sources import write_directions
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    rng = np.random.default_rng(0)
+    # EOGI's release names three directions by their CelebA attribute; one file keeps deghost's name.
+    given = {"Smiling.npy": "smile", "Old.npy": "age", "Bushy_Eyebrows.npy": "bushy_eyebrows", "beard.npy": "beard"}
+    arrays = {}
+    for file, attribute in given.items():
+        arrays[attribute] = rng.standard_normal((18, 512))
+        np.save(checkpoints / file, arrays[attribute])
+    records = write_directions(tmp_path / "out", checkpoints)
+    assert set(records) == {"smile", "age", "beard", "bushy_eyebrows"}
+    for attribute, array in arrays.items():
+        assert records[attribute]["file"] == f"directions/{attribute}.npy"
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / records[attribute]["file"]), array)
+
+    (checkpoints / "beard.npy").unlink()
+    np.save(checkpoints / "Beard.npy", arrays["beard"])
+    assert write_directions(tmp_path / "again", checkpoints)["beard"]["sha256"] == records["beard"]["sha256"]
+
+
+def test_a_missing_direction_is_listed_under_both_accepted_names(tmp_path):
+    from deghost.export.sources import SourceError, write_directions
+
+    with pytest.raises(SourceError, match="smile.npy or Smiling.npy, age.npy or Old.npy"):
+        write_directions(tmp_path / "out", tmp_path)

@@ -124,7 +124,7 @@ class Overflows(nn.Module):
 
 def test_an_fp16_graph_producing_inf_is_refused_and_nothing_is_written(tmp_path):
     spec = TensorSpec("x", (BATCH, 1, 4, 4), "float32", "values in [-1,1]")
-    stage = Stage("toy", "toy", (spec,), (TensorSpec("y", (BATCH, 1, 4, 4), "float32", "x²·1e6"),), "overflows")
+    stage = Stage("toy", (spec,), (TensorSpec("y", (BATCH, 1, 4, 4), "float32", "x²·1e6"),), "overflows")
     fp32_path = tmp_path / "toy.onnx"
     onnx_export.export_stage(Overflows().eval(), stage, fp32_path, {}, bound=1e-5)
     with pytest.raises(NonFiniteError, match="NaN/Inf in y"):

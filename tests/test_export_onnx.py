@@ -21,7 +21,7 @@ TINY = get_preset("tiny")
 
 def toy_stage(name: str = "toy") -> Stage:
     spec = TensorSpec("x", (BATCH, 1, 4, 4), "float32", "values in [-1,1]")
-    return Stage(name, name, (spec,), (TensorSpec("y", (BATCH, 1, 4, 4), "float32", "result"),), "a test graph")
+    return Stage(name, (spec,), (TensorSpec("y", (BATCH, 1, 4, 4), "float32", "result"),), "a test graph")
 
 
 def test_every_stage_onnx_matches_pytorch_at_batch_1_and_3_within_its_bound(tiny_onnx_dir):

@@ -36,7 +36,6 @@ from .models.eogi_deghosting import Deghosting, deghosting_from_official
 from .models.maresunet import MAResUNet
 from .models.psp import PSPEncoder
 from .models.stylegan2 import Discriminator, Generator
-from .models.stylegan2_keys import mmgen_to_rosinality
 from .models.vgg import VGG16Features
 
 # Plain types that official files pickle besides tensors; nothing that carries code.
@@ -202,11 +201,6 @@ def load_deghosting(path: str | Path, preset: str = "ffhq1024") -> Deghosting:
     state = content.get("state_dict", content)
     model = Deghosting(in_size=spec.deghosting_size, out_size=spec.image_size)
     return load_strict(model, deghosting_from_official(state), str(path))
-
-
-def load_mmgen_generator(state_dict: Mapping[str, torch.Tensor], size: int, source: str) -> Generator:
-    """A StyleGAN2 generator stored with mmgen key names (e.g. inside EOGI's deghosting.pt)."""
-    return load_strict(Generator(size), mmgen_to_rosinality(dict(state_dict)), source)
 
 
 def load_vgg16_features(path: str | Path) -> VGG16Features:
