@@ -23,8 +23,6 @@ from deghost.stages import STAGE_NAMES, Stage, stage_table
 
 from . import sources
 
-TENSORRT_HINT = 'pip install "deghost[tensorrt]" on a machine with an NVIDIA GPU'
-
 
 @dataclass
 class BuildOptions:
@@ -220,9 +218,9 @@ def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Ma
             environment = environment_info()
         except TensorRTUnavailable as error:
             if options.require_tensorrt:
-                raise BuildError(f"{error}. --require-tensorrt was given; install it: {TENSORRT_HINT}") from error
+                raise BuildError(f"{error}. --require-tensorrt was given: engines are needed") from error
             log(f"TensorRT is not available ({error}): building and validating the ONNX graphs only. "
-                f"For engines: {TENSORRT_HINT}, then re-run (unchanged ONNX graphs are reused).")
+                "For engines, fix that and re-run (unchanged ONNX graphs are reused).")
     manifest = Builder(options, log).run(environment)
     log(f"wrote {manifest.path}" + ("" if environment is not None or options.onnx_only else " (ONNX only)"))
     return manifest
@@ -305,7 +303,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from .fp16 import NonFiniteError
     from .onnx_export import ParityError
-    from .tensorrt import TensorRTError
+    from .tensorrt import TensorRTError, TensorRTUnavailable
 
     try:
         options = options_from_args(args)
@@ -315,7 +313,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         build(options)
     except (BuildError, sources.SourceError, CheckpointError, ParityError, NonFiniteError, ManifestError,
-            TensorRTError) as error:
+            TensorRTError, TensorRTUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

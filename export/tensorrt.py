@@ -5,23 +5,29 @@
   strongly typed and has no FP16 builder flag.
 - TensorRT 10 alternative (`fp16-builder-flag`): the FP32 ONNX with `BuilderFlag.FP16`; the same
   islands are pinned to FP32 by layer precision constraints.
+- FP32 stays FP32: TensorRT computes FP32 layers in TF32 by default; the TF32 flag is cleared, so
+  the FP32 islands (attention, demodulation) and FP32 engines get IEEE FP32 matrix maths.
 - One optimisation profile over the batch (min, opt, max), a workspace limit, and a timing cache
-  file shared by all builds in the output folder (later builds reuse the kernels' timings).
+  file shared by all builds in the output folder (later builds reuse the kernels' timings; a cache
+  another TensorRT version or GPU wrote is dropped with a warning and a new one started).
+- Validation runs the plan with cuda-python (the GPU probe of `deghost.runtime.gpu_platform`),
+  never with PyTorch's CUDA, so a CPU-only PyTorch is no obstacle; the GPU is checked before building.
 - The plan is written as TensorRT serialised it, with nothing prepended, so `trtexec
   --loadEngine` and Polygraphy load it; written via temp file + rename.
 
-`tensorrt` is imported only inside these functions: the rest of deghost works without it.
+`tensorrt` and `cuda` are imported only inside these functions: the rest of deghost works without them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deghost.files import atomic_write_bytes
+from deghost.runtime import gpu_platform
+from deghost.runtime.gpu_platform import GPUUnavailable, Platform
 from deghost.stages import Stage
 
 from .fp16 import FP16_BOUNDS, check_finite
@@ -39,57 +45,19 @@ STRONGLY_TYPED = "strongly-typed"
 FP16_BUILDER_FLAG = "fp16-builder-flag"
 
 
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT or a CUDA GPU is missing: engines cannot be built here."""
+TensorRTUnavailable = GPUUnavailable  # TensorRT, cuda-python or a CUDA GPU is missing: no engines here
 
 
 class TensorRTError(RuntimeError):
     """TensorRT could not parse, build or run a graph."""
 
 
-@dataclass(frozen=True)
-class Environment:
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "9.0"
+FLOAT_TYPES = ("float32", "float16", "bfloat16")  # trt.DataType names of the tensors precision can pin
 
 
-def _gpu_properties() -> tuple[str, str]:
-    """(GPU name, compute capability) of device 0: cuda-python if installed, else PyTorch's CUDA."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        cudart = None
-    if cudart is not None:
-        error, props = cudart.cudaGetDeviceProperties(0)
-        if error != cudart.cudaError_t.cudaSuccess:
-            raise TensorRTUnavailable(f"no usable CUDA GPU (cudaGetDeviceProperties: {error.name})")
-        name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
-        return name, f"{props.major}.{props.minor}"
-    import torch
-
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailable("no CUDA GPU visible (neither cuda-python nor PyTorch's CUDA finds one)")
-    major, minor = torch.cuda.get_device_capability(0)
-    return torch.cuda.get_device_name(0), f"{major}.{minor}"
-
-
-def environment_info() -> Environment:
-    """TensorRT version and GPU of this machine; TensorRTUnavailable says what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError as error:
-        raise TensorRTUnavailable(f"the tensorrt package is not installed ({error})") from error
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old; deghost needs TensorRT 10 or newer")
-    name, capability = _gpu_properties()
-    return Environment(trt.__version__, name, capability)
-
-
-def _logger():
-    import tensorrt as trt
-
-    return trt.Logger(trt.Logger.WARNING)
+def environment_info() -> Platform:
+    """TensorRT version and GPU of this machine; TensorRTUnavailable (GPUUnavailable) says what is missing."""
+    return gpu_platform.platform()
 
 
 def _parse(builder, onnx_path: Path, network_mode: str, logger):
@@ -106,10 +74,9 @@ def _parse(builder, onnx_path: Path, network_mode: str, logger):
     return network, parser  # the parser owns weights the network refers to: keep it alive
 
 
-def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> int:
+def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> list[str]:
     """FP16 builder-flag path: keep the layers that `export/fp16.py` keeps in FP32 in FP32 here too."""
     import onnx
-    import tensorrt as trt
 
     from deghost.presets import get_preset
 
@@ -117,24 +84,51 @@ def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> int:
 
     image_size = get_preset(read_metadata(onnx_path).get("deghost.preset", "ffhq1024")).image_size
     islands = fp32_island_names(onnx.load(str(onnx_path)), stage, image_size)
-    pinned = 0
+    return pin_float_layers(network, islands, gpu_platform.tensorrt())
+
+
+def pin_float_layers(network, names: set[str], trt) -> list[str]:
+    """Constrain the layers of `names` whose outputs are all floating point to FP32; returns those pinned.
+
+    A layer with an integer output (Shape, Gather of shape values, ArgMax, casts to int) computes no
+    floating-point maths to protect, and OBEY_PRECISION_CONSTRAINTS may reject the build if it is
+    pinned: such layers keep the precision TensorRT gives them.
+    """
+    floats = {getattr(trt, name) for name in FLOAT_TYPES if hasattr(trt, name)}
+    pinned = []
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if layer.name in islands:
-            layer.precision = trt.float32
-            for output in range(layer.num_outputs):
-                if layer.get_output(output).dtype == trt.float32:
-                    layer.set_output_type(output, trt.float32)
-            pinned += 1
+        outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        if layer.name not in names or not outputs or any(tensor.dtype not in floats for tensor in outputs):
+            continue
+        layer.precision = trt.float32
+        for output in range(layer.num_outputs):
+            layer.set_output_type(output, trt.float32)
+        pinned.append(layer.name)
     return pinned
 
 
-def _timing_cache(config, path: Path, log) -> None:
+def use_timing_cache(config, path: Path, log) -> None:
+    """Give the build the timing cache at `path`, or a new one when that file is unusable.
+
+    A cache written by another TensorRT version (or for another GPU) cannot be combined: TensorRT
+    refuses it (an exception, None or False, by version); it is dropped with a warning and the new
+    cache replaces the file after the build.
+    """
     data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        log(f"timing cache {path} was made for another GPU or TensorRT version; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            accepted = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
+        except Exception as error:  # TensorRT raises a plain RuntimeError/TypeError for a foreign cache
+            accepted, data = False, f"{type(error).__name__}: {error}"
+        if accepted:
+            return
+        reason = f" ({data})" if isinstance(data, str) else ""
+        log(f"warning: timing cache {path} was written by another TensorRT version or GPU{reason}; "
+            "it is dropped and a new one started (this build times every kernel)")
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise TensorRTError("TensorRT refused a new, empty timing cache")
 
 
 def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, int, int], network_mode: str,
@@ -145,16 +139,19 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     The engine is run at the profile's min and max batch and compared with ONNX Runtime on the FP32
     graph (`reference_onnx`, default `onnx_path`), within `FP16_BOUNDS` (FP32 engines use TF32).
     """
-    import tensorrt as trt
-
+    trt = gpu_platform.tensorrt()
+    gpu_platform.gpu_properties()  # before minutes of building: validation needs the GPU through cuda-python
     if network_mode == FP16_BUILDER_FLAG and not hasattr(trt.BuilderFlag, "FP16"):
         raise TensorRTError(f"TensorRT {trt.__version__} has no FP16 builder flag: build strongly typed from the "
                             "FP16 ONNX instead (leave out --fp16-builder-flag)")
-    logger = _logger()
+    logger = gpu_platform.tensorrt_logger()
     builder = trt.Builder(logger)
     network, _parser = _parse(builder, onnx_path, network_mode, logger)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    tf32 = hasattr(trt.BuilderFlag, "TF32")
+    if tf32:  # FP32 means FP32: the islands exist because FP16 (and TF32's 10-bit mantissa) is too coarse
+        config.clear_flag(trt.BuilderFlag.TF32)
     if network_mode == FP16_BUILDER_FLAG:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -162,8 +159,10 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     profile = builder.create_optimization_profile()
     for spec in stage.inputs:
         profile.set_shape(spec.name, *(spec.concrete_shape(b) for b in batch))
-    config.add_optimization_profile(profile)
-    _timing_cache(config, timing_cache, log)
+    if config.add_optimization_profile(profile) < 0:
+        raise TensorRTError(f"TensorRT refused the optimisation profile of {stage.name} (batch {batch}); "
+                            "check --batch MIN:OPT:MAX")
+    use_timing_cache(config, timing_cache, log)
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -173,39 +172,52 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     validation = validate_engine(plan, stage, reference_onnx or onnx_path, (batch[0], batch[2]))
     validation["network"] = network_mode
+    validation["tf32"] = not tf32  # True only where this TensorRT offers no TF32 flag to clear
     if network_mode == FP16_BUILDER_FLAG:
-        validation["fp32_layers"] = pinned  # 0 would mean the ONNX parser renamed the layers
+        validation["fp32_layers"] = len(pinned)  # 0 would mean the ONNX parser renamed the layers
     atomic_write_bytes(target, plan)
     return validation
 
 
 def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a serialised engine once (PyTorch CUDA buffers, one stream); outputs as numpy arrays."""
-    import tensorrt as trt
-    import torch
-
-    engine = trt.Runtime(_logger()).deserialize_cuda_engine(plan)
+    """Run a serialised engine once with cuda-python buffers on one stream; outputs as numpy arrays."""
+    trt, cudart = gpu_platform.tensorrt(), gpu_platform.cudart()
+    engine = trt.Runtime(gpu_platform.tensorrt_logger()).deserialize_cuda_engine(plan)
     if engine is None:
         raise TensorRTError("TensorRT could not deserialise the plan it just built")
     context = engine.create_execution_context()
-    buffers = {}
-    for name, array in feeds.items():
-        buffers[name] = torch.from_numpy(np.ascontiguousarray(array)).cuda()
-        context.set_input_shape(name, array.shape)
-        context.set_tensor_address(name, buffers[name].data_ptr())
-    outputs = []
-    for index in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(index)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            buffers[name] = torch.from_numpy(np.empty(tuple(context.get_tensor_shape(name)), dtype)).cuda()
-            context.set_tensor_address(name, buffers[name].data_ptr())
-            outputs.append(name)
-    stream = torch.cuda.Stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise TensorRTError("TensorRT failed to run the engine (execute_async_v3 returned False)")
-    stream.synchronize()
-    return {name: buffers[name].cpu().numpy() for name in outputs}
+    if context is None:
+        raise TensorRTError("TensorRT could not create an execution context (out of GPU memory?)")
+    stream = gpu_platform.call(cudart.cudaStreamCreate, what="cudaStreamCreate")
+    pointers: dict[str, int] = {}
+    try:
+        hosts = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
+        for name, array in hosts.items():
+            if not context.set_input_shape(name, array.shape):
+                raise TensorRTError(f"the engine refuses shape {array.shape} for '{name}' (outside its profile)")
+            pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(array.nbytes, 1), what="cudaMalloc")
+            gpu_platform.call(cudart.cudaMemcpyAsync, pointers[name], array.ctypes.data, array.nbytes,
+                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, what=f"upload of {name}")
+        outputs = {}
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+                outputs[name] = np.empty(tuple(context.get_tensor_shape(name)), dtype)
+                pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(outputs[name].nbytes, 1), what="cudaMalloc")
+        for name, pointer in pointers.items():
+            context.set_tensor_address(name, pointer)
+        if not context.execute_async_v3(int(stream)):
+            raise TensorRTError("TensorRT failed to run the engine (execute_async_v3 returned False)")
+        for name, array in outputs.items():
+            gpu_platform.call(cudart.cudaMemcpyAsync, array.ctypes.data, pointers[name], array.nbytes,
+                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream, what=f"download of {name}")
+        gpu_platform.call(cudart.cudaStreamSynchronize, stream, what="cudaStreamSynchronize")
+        return outputs
+    finally:
+        for pointer in pointers.values():
+            cudart.cudaFree(pointer)
+        cudart.cudaStreamDestroy(stream)
 
 
 def validate_engine(plan: bytes, stage: Stage, reference_onnx: Path, batches: Sequence[int]) -> dict:

@@ -11,21 +11,27 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
-def _cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
+def _gpu_unavailable() -> str | None:
+    """Why no CUDA GPU is usable: cuda-python's probe (the runtime's), else PyTorch's CUDA."""
+    from deghost.runtime.gpu_platform import gpu_unavailable
 
-    return torch.cuda.is_available()
+    reason = gpu_unavailable()
+    if reason is not None and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        return None if torch.cuda.is_available() else f"needs a CUDA GPU ({reason})"
+    return reason and f"needs a CUDA GPU ({reason})"
 
 
 def pytest_collection_modifyitems(config, items):
-    has_cuda = _cuda_available()
-    has_tensorrt = importlib.util.find_spec("tensorrt") is not None
+    from deghost.runtime.gpu_platform import tensorrt_unavailable
+
+    markers = {marker for item in items for marker in ("gpu", "tensorrt") if marker in item.keywords}
     reasons = {
         "slow": None if config.getoption("--runslow") else "slow test: run with --runslow",
-        "gpu": None if has_cuda else "needs a CUDA GPU",
-        "tensorrt": None if (has_tensorrt and has_cuda) else "needs TensorRT (pip install deghost[tensorrt]) and a GPU",
+        "gpu": _gpu_unavailable() if "gpu" in markers else None,
+        # TensorRT, cuda-python (which the TensorRT backend and the build's validation use) and a GPU.
+        "tensorrt": tensorrt_unavailable() if "tensorrt" in markers else None,
     }
     for item in items:
         for marker, reason in reasons.items():

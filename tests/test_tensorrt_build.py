@@ -11,6 +11,7 @@ from deghost.export.fp16 import FP16_BOUNDS, convert_stage
 from deghost.export.tensorrt import STRONGLY_TYPED, build_engine, environment_info
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
+from deghost.runtime.gpu_platform import tensorrt_logger
 from deghost.stages import stage_table
 
 pytestmark = pytest.mark.tensorrt
@@ -28,7 +29,7 @@ def test_strongly_typed_fp16_suppressor_engine_matches_onnxruntime_and_is_a_plai
     assert validation["batches"] == [1, 3]
     assert validation["worst"] <= FP16_BOUNDS["suppressor"]
     assert (tmp_path / "timing.cache").stat().st_size > 0
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
+    engine = trt.Runtime(tensorrt_logger()).deserialize_cuda_engine(plan_path.read_bytes())
     assert engine is not None  # as trtexec --loadEngine reads it: nothing prepended
     assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["image", "edit", "mask", "fused",
                                                                                   "output"]

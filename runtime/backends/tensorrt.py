@@ -21,18 +21,11 @@ import numpy as np
 
 from deghost.manifest import Artifact, Manifest
 
+from .. import gpu_platform
+from ..gpu_platform import GPUUnavailable, Platform
 from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
 
 log = logging.getLogger("deghost.runtime")
-
-
-@dataclass(frozen=True)
-class Platform:
-    """What a TensorRT plan is tied to: the TensorRT version and the GPU it was built on."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "9.0"
 
 
 def engine_mismatch(artifact: Artifact, running: Platform, folder: str = "engines") -> str | None:
@@ -63,24 +56,16 @@ def _gpu_key(name: str | None) -> str:
     return " ".join((name or "").lower().split())
 
 
-@functools.lru_cache(maxsize=1)
 def _libraries():
-    """(tensorrt, cudart), imported once; ImportError when either is missing."""
-    import tensorrt as trt
-
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:  # cuda-python before 12.6 exposed the same API as cuda.cudart
-        from cuda import cudart
-    return trt, cudart
+    """(tensorrt, cudart), imported once; GPUUnavailable when either is missing."""
+    return gpu_platform.tensorrt(), gpu_platform.cudart()
 
 
 def unavailable_reason() -> str | None:
     """Why TensorRT cannot run here, or None when it can."""
-    try:
-        _libraries()
-    except ImportError as error:
-        return f"TensorRT or cuda-python is not installed ({error}; pip install deghost[tensorrt,gpu])"
+    reason = gpu_platform.tensorrt_unavailable()
+    if reason is not None:
+        return reason
     try:
         _shared()
     except BackendError as error:
@@ -89,13 +74,11 @@ def unavailable_reason() -> str | None:
 
 
 def _check(result: tuple, what: str):
-    """cuda-python returns (error, *values): raise on an error, else return the value(s)."""
-    _, cudart = _libraries()
-    error, *values = result
-    if error != cudart.cudaError_t.cudaSuccess:
-        _, message = cudart.cudaGetErrorString(error)
-        raise BackendError(f"CUDA error in {what}: {message.decode()} ({error})")
-    return values[0] if len(values) == 1 else None
+    """cuda-python returns (error, *values): raise BackendError on an error, else return the value(s)."""
+    try:
+        return gpu_platform.check(result, what)
+    except GPUUnavailable as error:
+        raise BackendError(str(error)) from None
 
 
 @dataclass
@@ -109,15 +92,11 @@ class _Shared:
 def _shared() -> _Shared:
     trt, cudart = _libraries()
     try:
-        device = _check(cudart.cudaGetDevice(), "cudaGetDevice")
-        properties = _check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-        stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-    except BackendError as error:
+        platform = gpu_platform.platform()
+        stream = gpu_platform.call(cudart.cudaStreamCreate, what="cudaStreamCreate")
+    except GPUUnavailable as error:
         raise BackendError(f"no usable CUDA GPU: {error}") from error
-    raw = properties.name  # char[256]: the name ends at the first NUL
-    name = raw.split(b"\0", 1)[0].decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-    platform = Platform(trt.__version__, name, f"{properties.major}.{properties.minor}")
-    return _Shared(trt.Runtime(trt.Logger(trt.Logger.WARNING)), stream, platform)
+    return _Shared(trt.Runtime(gpu_platform.tensorrt_logger()), stream, platform)
 
 
 class TensorRTBackend(ManifestNames):
@@ -142,6 +121,9 @@ class TensorRTBackend(ManifestNames):
                 f"python export/build_engines.py --stages {self.stage} --out {manifest.folder}"
             )
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f"{self.stage}: TensorRT could not create an execution context for {path} "
+                               "(out of GPU memory? see the TensorRT log above)")
         missing = [name for name in self.input_names + self.output_names if name not in self._engine_tensors()]
         if missing:
             raise BackendError(f"{self.stage}: engine {path} has no tensors {missing}; rebuild the stage")
@@ -149,7 +131,7 @@ class TensorRTBackend(ManifestNames):
                        for name in self.input_names + self.output_names}
         # Output shapes at the profile's largest inputs size the output buffers once for all batches.
         for name in self.input_names:
-            self.context.set_input_shape(name, self.engine.get_tensor_profile_shape(name, 0)[2])
+            self._set_input_shape(name, self.engine.get_tensor_profile_shape(name, 0)[2])
         self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
         self._buffers: dict[str, int] = {}
         for name in self.input_names + self.output_names:
@@ -157,6 +139,11 @@ class TensorRTBackend(ManifestNames):
             nbytes = int(np.prod(tuple(shape), dtype=np.int64)) * self.dtypes[name].itemsize
             self._buffers[name] = _check(cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc for {self.stage}.{name}")
             self.context.set_tensor_address(name, self._buffers[name])
+
+    def _set_input_shape(self, name: str, shape) -> None:
+        if not self.context.set_input_shape(name, tuple(shape)):
+            raise BackendError(f"{self.stage}: the engine refuses shape {tuple(shape)} for '{name}' (outside its "
+                               "optimisation profile?); rebuild it with a --batch range that covers it")
 
     def _engine_tensors(self) -> set[str]:
         return {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
@@ -167,8 +154,7 @@ class TensorRTBackend(ManifestNames):
         staged = []  # host arrays must outlive their asynchronous copies
         for info in self.artifact.inputs:
             value = feeds[info.name]
-            self.context.set_input_shape(info.name, value.view_shape if isinstance(value, DeviceTensor)
-                                         else value.shape)
+            self._set_input_shape(info.name, value.view_shape if isinstance(value, DeviceTensor) else value.shape)
             if isinstance(value, DeviceTensor) and np.dtype(value.dtype) == self.dtypes[info.name]:
                 self._copy_rows(value, self._buffers[info.name])
             else:
