@@ -14,6 +14,7 @@ target and moved into place by rename, so a failed or interrupted export leaves 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -31,6 +32,8 @@ from deghost.stages import BATCH, Stage
 
 if TYPE_CHECKING:  # torch is imported where a graph is traced or run, so the build's --help stays fast
     from torch import nn
+
+log = logging.getLogger("deghost.export")
 
 OPSET = 17
 TRACE_BATCH = 2  # not 1: a batch-1 trace can fold size-1 broadcasts into the graph
@@ -167,10 +170,11 @@ def trace(graph: nn.Module, stage: Stage, path: Path, props: dict[str, str], ops
     graph.eval()  # the exporter otherwise records BatchNorm and Dropout in training mode
     example = tuple(torch.from_numpy(a) for a in example_inputs(stage, TRACE_BATCH).values())
     raw = path.with_name(path.name + ".traced")
-    with torch.no_grad(), warnings.catch_warnings():
-        # Shape assertions on the example input become trace-time constants, as intended; the
-        # batch-1 and batch-3 comparisons below prove that nothing batch-dependent was frozen.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as exporter_warnings:
+        # The exporter's warnings concern its own choices (shape assertions frozen at trace time,
+        # as intended; strided slices left unfolded; its deprecation): nothing a user did or can
+        # fix, and the batch-1 and batch-3 comparisons prove the graph. Kept at debug level.
+        warnings.simplefilter("always")
         torch.onnx.export(
             graph,
             example,
@@ -185,6 +189,8 @@ def trace(graph: nn.Module, stage: Stage, path: Path, props: dict[str, str], ops
             keep_initializers_as_inputs=False,
             export_modules_as_functions=False,
         )
+    for caught in {(w.category.__name__, str(w.message)): None for w in exporter_warnings}:
+        log.debug("%s exporter %s: %s", stage.name, *caught)
     spilled = [f for f in path.parent.iterdir() if f != raw]
     if spilled:  # above 2 GB the exporter writes one file per weight: gather them into <file>.data
         model = onnx.load(str(raw))

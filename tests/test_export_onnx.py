@@ -108,3 +108,28 @@ def test_an_export_that_disagrees_with_pytorch_is_refused_and_leaves_no_file(tmp
     with pytest.raises(ParityError, match="not published"):
         onnx_export.export_stage(CountsCalls(), toy_stage(), target, {}, bound=1e-5)
     assert list(tmp_path.iterdir()) == []
+
+
+class SlicesAConstant(nn.Module):
+    """x · w[..., ::2]: a strided slice of a constant, which the TorchScript exporter warns it cannot fold."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.arange(8.0).reshape(1, 1, 1, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w[..., ::2]
+
+
+def test_the_export_shows_the_user_no_exporter_warnings_and_logs_them_at_debug_level(tmp_path, capfd, caplog):
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown, caplog.at_level(logging.DEBUG, logger="deghost.export"):
+        warnings.simplefilter("always")  # whatever the user's filters, nothing may surface
+        onnx_export.export_stage(SlicesAConstant(), toy_stage(), tmp_path / "toy.onnx", {}, bound=1e-5)
+    assert (tmp_path / "toy.onnx").is_file()
+    assert [str(w.message) for w in shown] == []
+    assert capfd.readouterr().err == ""
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("Constant folding" in message for message in debug)  # the warning the graph provokes, kept
