@@ -8,6 +8,7 @@ The manifest is written atomically (temp file + rename) so a crashed build never
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,19 @@ from deghost.files import atomic_write_bytes, sha256_of
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+
+
+def build_command(folder: str | Path | None = None, stages: Sequence[str] = (), precision: str | None = None) -> str:
+    """The command that (re)builds artifacts: `deghost build`, which every install has (a checkout's
+    `python export/build_engines.py` takes the same options). The weights' option is left to the reader."""
+    parts = ["deghost build --checkpoints DIR"]
+    if stages:
+        parts.append("--stages " + " ".join(stages))
+    if precision:
+        parts.append(f"--precision {precision}")
+    if folder is not None:
+        parts.append(f"--out {folder}")
+    return " ".join(parts)
 
 
 class ManifestError(ValueError):
@@ -83,8 +97,7 @@ class Manifest:
         path = folder / MANIFEST_NAME
         if not path.is_file():
             raise ManifestError(
-                f"no {MANIFEST_NAME} in {folder}; build the engines first: python export/build_engines.py "
-                f"--out {folder}"
+                f"no {MANIFEST_NAME} in {folder}; build the engines first: {build_command(folder)}"
             )
         try:
             data = json.loads(path.read_text())
@@ -92,7 +105,7 @@ class Manifest:
                 raise ManifestError(f"{path} has format {data.get('format')}, this deghost reads {FORMAT_VERSION}")
             artifacts = [Artifact.from_dict(item) for item in data["artifacts"]]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ManifestError(f"{path} is corrupt ({error}); rebuild with python export/build_engines.py") from error
+            raise ManifestError(f"{path} is corrupt ({error}); rebuild: {build_command(folder)}") from error
         return cls(folder, artifacts, data.get("directions", {}))
 
     def save(self) -> Path:
@@ -130,6 +143,6 @@ class Manifest:
         if sha256_of(path) != artifact.sha256:
             raise ManifestError(
                 f"{path} does not match its sha256 in {self.path} (modified or corrupt); rebuild the "
-                f"{artifact.stage} stage: python export/build_engines.py --stages {artifact.stage} --out {self.folder}"
+                f"{artifact.stage} stage: {build_command(self.folder, [artifact.stage])}"
             )
         return path

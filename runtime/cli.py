@@ -46,7 +46,7 @@ examples:
   deghost edit a.png --attribute my_direction.npy --class-index 15 --out out/
 
 exit codes: {EXIT_OK} all done, {EXIT_SOME_FAILED} some inputs failed (listed; the rest are written),
-  {EXIT_USAGE} usage or configuration error (e.g. no engines: build them with python export/build_engines.py)
+  {EXIT_USAGE} usage or configuration error (e.g. no engines: build them with deghost build)
 """
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from deghost.attributes import ATTRIBUTES
 from deghost.files import sha256_of
-from deghost.manifest import Manifest, ManifestError
+from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
 
 from .backends import Backend, DeviceTensor, open_backend
@@ -101,7 +101,7 @@ class Pipeline:
                  precision: str | None = None, memory_arena: bool = False):
         if not manifest.artifacts:
             raise ManifestError(
-                f"{manifest.path} lists nothing; build it: python export/build_engines.py --out {manifest.folder}"
+                f"{manifest.path} lists nothing; build it: {build_command(manifest.folder)}"
             )
         presets = {artifact.preset for artifact in manifest.artifacts}
         if len(presets) != 1:

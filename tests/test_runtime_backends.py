@@ -132,7 +132,7 @@ def test_auto_falls_back_to_onnxruntime_without_engines_and_logs_why(toy_manifes
 
 
 def test_asking_for_tensorrt_without_an_engine_says_how_to_build_one(toy_manifest):
-    with pytest.raises(BackendError, match="TensorRT requested.*python export/build_engines.py --stages toy"):
+    with pytest.raises(BackendError, match="TensorRT requested.*deghost build --checkpoints DIR --stages toy"):
         open_backend(toy_manifest, "toy", "tensorrt")
 
 
@@ -171,5 +171,15 @@ def test_an_engine_built_on_this_platform_may_run():
 def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command(fields, problem):
     message = engine_mismatch(engine(**fields), H100, "engines")
     assert problem in message
-    assert message.endswith("python export/build_engines.py --stages toy --precision fp32 --out engines")
+    assert message.endswith("deghost build --checkpoints DIR --stages toy --precision fp32 --out engines")
 
+
+
+def test_the_rebuild_advice_names_the_command_every_install_has():
+    from deghost.manifest import build_command
+
+    # An installed package has no export/ folder; `deghost build` is its console script (pyproject.toml).
+    assert build_command("engines", ["suppressor"], "fp16") == (
+        "deghost build --checkpoints DIR --stages suppressor --precision fp16 --out engines")
+    with pytest.raises(ManifestError, match=r"build the engines first: deghost build --checkpoints DIR --out /nowhere"):
+        Manifest.load("/nowhere")

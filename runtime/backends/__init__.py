@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
+from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, build_command
 
 log = logging.getLogger("deghost.runtime")
 
@@ -215,8 +215,8 @@ def open_backend(
             return opened
         if backend == "tensorrt":
             raise BackendError(
-                f"{stage}: TensorRT requested, but {reason}; build the engine with python export/build_engines.py "
-                f"--stages {stage} --out {manifest.folder}, or run with --backend onnxruntime"
+                f"{stage}: TensorRT requested, but {reason}; build the engine with "
+                f"{build_command(manifest.folder, [stage])}, or run with --backend onnxruntime"
             )
         if engine is not None:  # engines were built, yet cannot run here: worth more than an info line
             log.warning("%s: TensorRT engine %s not used: %s", stage, engine.file, reason)
@@ -224,7 +224,7 @@ def open_backend(
     if graph is None:
         raise ManifestError(
             f"{manifest.path} lists no ONNX graph for the '{stage}' stage; export it: "
-            f"python export/build_engines.py --stages {stage} --out {manifest.folder}"
+            f"{build_command(manifest.folder, [stage])}"
         )
     from .onnxruntime import OnnxRuntimeBackend
 

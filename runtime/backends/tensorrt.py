@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deghost.manifest import Artifact, Manifest
+from deghost.manifest import Artifact, Manifest, build_command
 
 from .. import gpu_platform
 from ..gpu_platform import GPUUnavailable, Platform
@@ -47,8 +47,7 @@ def engine_mismatch(artifact: Artifact, running: Platform, folder: str = "engine
         return None
     return (
         f"engine {artifact.file} ({artifact.stage}, {artifact.precision}) was built for " + ", ".join(problems)
-        + f"; rebuild it on this machine: python export/build_engines.py --stages {artifact.stage} "
-        f"--precision {artifact.precision} --out {folder}"
+        + f"; rebuild it on this machine: {build_command(folder, [artifact.stage], artifact.precision)}"
     )
 
 
@@ -118,7 +117,7 @@ class TensorRTBackend(ManifestNames):
         if self.engine is None:
             raise BackendError(
                 f"{self.stage}: TensorRT could not deserialize {path} (see the TensorRT log above); rebuild it: "
-                f"python export/build_engines.py --stages {self.stage} --out {manifest.folder}"
+                f"{build_command(manifest.folder, [self.stage])}"
             )
         self.context = self.engine.create_execution_context()
         if self.context is None:
