@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-PAPER_ATTRIBUTES = ("smile", "age", "beard", "bushy_eyebrows")
-DEFAULT_ALPHA = 20.0
+from deghost.attributes import ATTRIBUTES
+
+PAPER_ATTRIBUTES = tuple(ATTRIBUTES)  # the paper's four, in its order
+DEFAULT_ALPHA = 20.0  # the paper's edit strength; every default α in deghost is this one
 
 
 class DirectionError(ValueError):

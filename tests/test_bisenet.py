@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deghost.training.models.bisenet import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BiSeNet,
-    imagenet_normalize,
-    parse_labels,
-)
+from deghost.training.models.bisenet import BiSeNet, parse_labels
+from deghost.training.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from tests.helpers.reference import load_reference
 
 LOGIT_TOLERANCE = {"atol": 2e-4, "rtol": 1e-5}
@@ -73,7 +68,7 @@ def test_parse_labels_of_the_reference_image_in_minus1_1_gives_the_official_labe
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     image01 = torch.from_numpy(reference.io["x"]) * std + mean
-    torch.testing.assert_close(imagenet_normalize(image01), torch.from_numpy(reference.io["x"]))
+    torch.testing.assert_close(imagenet_normalize(image01, (0.0, 1.0)), torch.from_numpy(reference.io["x"]))
     with torch.no_grad():
         labels = parse_labels(parser, image01 * 2 - 1)
     assert labels.dtype == torch.int64 and labels.shape == (1, 512, 512)
@@ -85,7 +80,7 @@ def test_bisenet_parses_non_square_and_odd_sized_images(parser, height, width):
     torch.manual_seed(0)
     image = torch.rand(2, 3, height, width) * 2 - 1
     with torch.no_grad():
-        out, out16, out32 = parser(imagenet_normalize((image + 1) / 2))
+        out, out16, out32 = parser(imagenet_normalize(image, (-1.0, 1.0)))
         labels = parse_labels(parser, image)
     assert out.shape == out16.shape == out32.shape == (2, 19, height, width)
     assert torch.isfinite(out).all()

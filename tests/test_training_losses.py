@@ -12,15 +12,17 @@ from deghost.training.losses import (
     PerceptualLoss,
     discriminator_loss,
     generator_adversarial_loss,
-    imagenet_normalize,
     r1_penalty,
 )
+from deghost.training.models.imagenet import imagenet_normalize
 from deghost.training.models.zoo import build
 
 
 def test_imagenet_normalization_maps_black_and_white_to_the_imagenet_extremes():
     x = torch.tensor([-1.0, 1.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2)
-    y = imagenet_normalize(x)
+    y = imagenet_normalize(x, (-1.0, 1.0))
+    torch.testing.assert_close(imagenet_normalize((x + 1) / 2, (0.0, 1.0)), y)  # the same pixels in [0, 1]
+    torch.testing.assert_close(imagenet_normalize((x + 1) * 127.5, (0.0, 255.0)), y)  # and in 8-bit levels
     assert y[0, :, 0, 0].tolist() == pytest.approx([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
     assert y[0, :, 0, 1].tolist() == pytest.approx([0.515 / 0.229, 0.544 / 0.224, 0.594 / 0.225])
 
@@ -34,8 +36,8 @@ def test_perceptual_loss_is_the_weighted_mse_of_conv2_2_conv3_2_conv4_3_and_pool
     expected = 0.0
     for index, weight in ((8, 1 / 16), (13, 1 / 8), (22, 1 / 4), (30, 1.0)):
         features = vgg.features[: index + 1]
-        a = features(imagenet_normalize(output))
-        b = features(imagenet_normalize(target))
+        a = features(imagenet_normalize(output, (-1.0, 1.0)))
+        b = features(imagenet_normalize(target, (-1.0, 1.0)))
         expected += weight * ((a - b) ** 2).mean().item()
     assert PERCEPTUAL_WEIGHTS == {"conv2_2": 1 / 16, "conv3_2": 1 / 8, "conv4_3": 1 / 4, "pool5": 1.0}
     assert loss(output, target).item() == pytest.approx(expected, rel=1e-5)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
 
+from deghost.runtime.directions import DEFAULT_ALPHA
+
 
 def _option(default, help: str, **metadata):
     return field(default=default, metadata={"help": help, **metadata})
@@ -72,7 +74,7 @@ class DiffCamConfig(RunControl):
     out: str = _option("runs/diffcam", "run folder: checkpoints/, log.csv")
     iterations: int = _option(100_000, "optimizer steps of the whole run")
     batch_size: int = _option(8, "images per step, each edited with one random direction")
-    alpha: float = _option(20.0, "edit strength α: w + α·n̂ (n̂ = direction / ‖direction‖_F)")
+    alpha: float = _option(DEFAULT_ALPHA, "edit strength α: w + α·n̂ (n̂ = direction / ‖direction‖_F)")
     lr: float = _option(1e-4, "Adam learning rate at the start of each cosine cycle")
     betas: tuple[float, float] = _option((0.9, 0.99), "Adam β1 β2")
     restart_every: int = _option(10_000, "steps of the first cosine cycle (warm restarts)")

@@ -10,20 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.imagenet import imagenet_normalize
 from .models.vgg import VGG16Features
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The paper's layers and weights: deeper features count more.
 PERCEPTUAL_WEIGHTS = {"conv2_2": 1 / 16, "conv3_2": 1 / 8, "conv4_3": 1 / 4, "pool5": 1.0}
-
-
-def imagenet_normalize(x: Tensor) -> Tensor:
-    """[B,3,H,W] in [-1,1] → (x01 − mean) / std per channel, x01 = (x + 1) / 2."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x + 1) / 2 - mean) / std
 
 
 class PerceptualLoss(nn.Module):
@@ -45,8 +36,8 @@ class PerceptualLoss(nn.Module):
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         """output, target: [B,3,H,W] in [-1,1] (gradient flows to `output` only) → scalar."""
         with torch.no_grad():
-            target_features = self.vgg(imagenet_normalize(target))
-        output_features = self.vgg(imagenet_normalize(output))
+            target_features = self.vgg(imagenet_normalize(target, (-1.0, 1.0)))
+        output_features = self.vgg(imagenet_normalize(output, (-1.0, 1.0)))
         return sum(w * F.mse_loss(output_features[name], target_features[name]) for name, w in self.weights.items())
 
 

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .imagenet import imagenet_normalize
 from .resnet import resnet18
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConvBNReLU(nn.Module):
@@ -138,13 +136,6 @@ class BiSeNet(nn.Module):
         return upsample_to(main, x), upsample_to(aux16, x), upsample_to(aux32, x)
 
 
-def imagenet_normalize(image01: Tensor) -> Tensor:
-    """image01: [B,3,H,W] RGB in [0,1] → (image01 − mean) / std with ImageNet's statistics."""
-    mean = image01.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image01.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image01 - mean) / std
-
-
 def parse_labels(model: BiSeNet, image: Tensor) -> Tensor:
     """Face-parsing labels: image [B,3,H,W] RGB in [-1,1] → [B,H,W] int64 class indices (0..n−1).
 
@@ -152,4 +143,4 @@ def parse_labels(model: BiSeNet, image: Tensor) -> Tensor:
     argmax is over the main head's upsampled logits. Gradients follow the caller's grad mode.
     """
     assert image.ndim == 4 and image.shape[1] == 3, f"image must be [B,3,H,W], got {list(image.shape)}"
-    return model(imagenet_normalize((image + 1) / 2))[0].argmax(1)
+    return model(imagenet_normalize(image, (-1.0, 1.0)))[0].argmax(1)
