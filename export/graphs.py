@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deghost.presets import Preset
+from deghost.runtime.blend import mix
 from deghost.training.models.bisenet import BiSeNet, parse_labels
 from deghost.training.models.diffcam import DiffCam
 from deghost.training.models.eogi_deghosting import Deghosting
@@ -34,7 +35,7 @@ def fuse(image: Tensor, edit: Tensor, mask: Tensor) -> Tensor:
     factor = image.shape[-1] // mask.shape[-1]
     if factor > 1:
         mask = F.interpolate(mask, scale_factor=float(factor), mode="nearest")
-    return edit * mask + image * (1 - mask)
+    return mix(image, edit, mask)
 
 
 class EncoderGraph(nn.Module):

@@ -1,4 +1,5 @@
-"""The face mask and the Poisson (seamlessClone) blend of the classical suppressor (torch-free).
+"""The fusion `mix`, the face mask and the Poisson (seamlessClone) blend of the classical suppressor
+(torch-free).
 
 DESIGN §1: out = seamlessClone(F_fused → I, M_face), where M_face is the intersection of the
 face classes that BiSeNet finds in F_fused and in I. Training uses the same two functions to make
@@ -21,6 +22,15 @@ FACE_CLASSES = (1, 2, 3, 10, 11, 12, 13)
 # touching the image border gets a box one pixel smaller than ours and the clone lands one pixel
 # off. Padding by this margin keeps every mask pixel clear of that ring.
 _BORDER_MARGIN = 1
+
+
+def mix(image, edit, mask):
+    """F_fused = T·M + I·(1−M) (DESIGN §1): the edit where the mask is 1, the image where it is 0.
+
+    Pure arithmetic, so numpy arrays and torch tensors alike: the runtime, the exported graphs and
+    the synthetic training data all fuse with this one formula, each after bringing the mask to
+    the image's size and layout."""
+    return edit * mask + image * (1 - mask)
 
 
 def face_mask(

@@ -31,7 +31,7 @@ from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
 
 from .backends import Backend, DeviceTensor, open_backend
-from .blend import face_mask, poisson_blend
+from .blend import face_mask, mix, poisson_blend
 from .directions import DEFAULT_ALPHA, apply_direction, load_direction
 from .images import ImageError, from_model_output, to_model_input
 
@@ -373,7 +373,7 @@ def fuse(image: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> np.ndarray:
     factor = image.shape[-1] // mask.shape[-1]
     if factor > 1:
         mask = mask.repeat(factor, axis=2).repeat(factor, axis=3)
-    return edit * mask + image * (1 - mask)
+    return mix(image, edit, mask)
 
 
 def area_downsample(images: np.ndarray, side: int) -> np.ndarray:

@@ -39,7 +39,7 @@ def test_fused_image_is_the_edit_where_the_mask_is_one_and_the_image_where_it_is
     mask = np.zeros((8, 8), np.float32)
     mask[:, 4:] = 1
     mask[0, 0] = 0.5
-    fused = fuse(edit, image, mask)
+    fused = fuse(image, edit, mask)
     assert np.array_equal(fused[:, 4:], edit[:, 4:])
     assert np.array_equal(fused[1:, :4], image[1:, :4])
     assert np.allclose(fused[0, 0], (edit[0, 0].astype(float) + image[0, 0]) / 2, atol=0.5)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from deghost.runtime.blend import mix
+
 FACE_THRESHOLD = 0.5
 CAM_GRID = 8  # Diff-CAM's layer4 map is 8×8 at 256² inputs; its masks are that map upsampled
 
@@ -77,10 +79,10 @@ def random_edit(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return np.clip(textured * gain + bias, 0, 255).round().astype(np.uint8)
 
 
-def fuse(edit: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """F_fused = T·M + I·(1 − M). edit, image: RGB uint8 [H,W,3]; mask: float [H,W] in [0,1] → uint8."""
+def fuse(image: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """F_fused (`mix`) of RGB uint8 [H,W,3] images; mask: float [H,W] in [0,1] → uint8."""
     m = mask[..., None].astype(np.float32)
-    return np.clip(edit * m + image * (1 - m), 0, 255).round().astype(np.uint8)
+    return np.clip(mix(image.astype(np.float32), edit, m), 0, 255).round().astype(np.uint8)
 
 
 class SyntheticGhosting:
@@ -97,6 +99,6 @@ class SyntheticGhosting:
         ghosted = []
         for image, rng in zip(images, rngs, strict=True):
             mask = random_heat_map(rng, *image.shape[:2])
-            fused = fuse(random_edit(rng, image), image, mask)
+            fused = fuse(image, random_edit(rng, image), mask)
             ghosted.append(Ghosted(fused, (mask >= FACE_THRESHOLD).astype(np.uint8) * 255))
         return ghosted
