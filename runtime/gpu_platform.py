@@ -111,8 +111,12 @@ def gpu_properties() -> tuple[str, str]:
 
 def gpu_unavailable() -> str | None:
     """Why no CUDA GPU can be used here (a sentence), or None when one can."""
+    return _why_not(gpu_properties)
+
+
+def _why_not(probe) -> str | None:
     try:
-        gpu_properties()
+        probe()
     except GPUUnavailable as error:
         return str(error)
     return None
@@ -149,8 +153,4 @@ def platform() -> Platform:
 
 def tensorrt_unavailable() -> str | None:
     """Why TensorRT cannot run here (a sentence), or None when it can."""
-    try:
-        platform()
-    except GPUUnavailable as error:
-        return str(error)
-    return None
+    return _why_not(platform)

@@ -311,3 +311,39 @@ def test_mmgen_remap_renames_only_keys_under_the_prefix():
 def test_mmgen_remap_rejects_keys_that_are_not_generator_keys():
     with pytest.raises(KeyError, match="not a mmgen StyleGAN2 generator key"):
         mmgen_to_rosinality({"FCN.conv.weight": torch.zeros(1)})
+
+
+# Written by hand from the two codebases' module names (mmgen's StyleGANv2Generator: style_mapping,
+# constant_input, injected_noise_*, EqualizedLR's weight_orig, ModulatedConv2d's style_modulation,
+# NoiseInjection as noise_injector; rosinality's Generator: style, input, noises, modulation, noise),
+# not derived from the project's templates or its inverse.
+HAND_WRITTEN_KEY_PAIRS = {
+    "style_mapping.1.linear.weight_orig": "style.1.weight",
+    "style_mapping.8.bias": "style.8.bias",
+    "constant_input.input": "input.input",
+    "injected_noise_0": "noises.noise_0",
+    "injected_noise_16": "noises.noise_16",
+    "conv1.conv.weight_orig": "conv1.conv.weight",
+    "conv1.conv.style_modulation.linear.weight_orig": "conv1.conv.modulation.weight",
+    "conv1.conv.style_modulation.bias": "conv1.conv.modulation.bias",
+    "conv1.noise_injector.weight": "conv1.noise.weight",
+    "conv1.activate.bias": "conv1.activate.bias",
+    "to_rgb1.bias": "to_rgb1.bias",
+    "convs.0.conv.blur.kernel": "convs.0.conv.blur.kernel",
+    "convs.15.conv.weight_orig": "convs.15.conv.weight",
+    "to_rgbs.7.upsample.kernel": "to_rgbs.7.upsample.kernel",
+    "to_rgbs.7.conv.style_modulation.linear.weight_orig": "to_rgbs.7.conv.modulation.weight",
+}
+
+
+def test_mmgen_key_mapping_agrees_with_hand_written_pairs_in_both_directions():
+    eogi_layout = load_reference("eogi_deghosting").layout()
+    with torch.device("meta"):
+        rosinality_keys = set(Generator(1024).state_dict())
+    for mmgen, rosinality in HAND_WRITTEN_KEY_PAIRS.items():
+        assert GENERATOR_PREFIX + mmgen in eogi_layout, mmgen  # the name EOGI's file really uses
+        assert rosinality in rosinality_keys, rosinality  # the name our generator really has
+    tensors = {mmgen: torch.zeros(1) for mmgen in HAND_WRITTEN_KEY_PAIRS}
+    assert list(mmgen_to_rosinality(tensors)) == list(HAND_WRITTEN_KEY_PAIRS.values())
+    back = {rosinality: torch.zeros(1) for rosinality in HAND_WRITTEN_KEY_PAIRS.values()}
+    assert list(rosinality_to_mmgen(back)) == list(HAND_WRITTEN_KEY_PAIRS)
