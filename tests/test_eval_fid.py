@@ -163,3 +163,26 @@ def test_inception_file_with_another_sha256_or_classifier_is_refused(tmp_path, i
                thousand_classes)
     with pytest.raises(CheckpointError, match=r"fc.weight: shape \(1000, 2048\), expected \(1008, 2048\)"):
         weights.load_fid_inception(thousand_classes, accepting(weights.FID_INCEPTION, thousand_classes))
+
+
+def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def test_fid_of_two_tiny_feature_sets_matches_a_hand_computation():
+    features1 = np.array([[0.0, 1.0, 2.0], [1.0, 3.0, 1.0], [2.0, 2.0, 0.0], [4.0, 0.0, 1.0]])
+    features2 = np.array([[1.0, 1.0, 1.0], [3.0, 0.0, 2.0], [0.0, 4.0, 3.0], [2.0, 2.0, 5.0], [1.0, 0.0, 0.0]])
+
+    def statistics(rows):
+        mean = sum(rows) / len(rows)
+        covariance = sum(np.outer(row - mean, row - mean) for row in rows) / (len(rows) - 1)
+        return mean, covariance
+
+    (mu1, s1), (mu2, s2) = statistics(list(features1)), statistics(list(features2))
+    # tr((Σ₁Σ₂)^½) = tr((Σ₁^½ Σ₂ Σ₁^½)^½): the same eigenvalues, from a symmetric matrix (eigh, not sqrtm).
+    root1 = _symmetric_sqrt(s1)
+    trace_covmean = np.trace(_symmetric_sqrt(root1 @ s2 @ root1))
+    by_hand = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * trace_covmean)
+    assert fid.fid_from_features(features1, features2) == pytest.approx(by_hand, rel=1e-9)
+    assert by_hand > 0
