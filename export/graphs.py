@@ -76,28 +76,34 @@ class DiffCamGraph(nn.Module):
         return mask, logits
 
 
-class SuppressorGraph(nn.Module):
-    """(image, edit [B,3,S,S], mask [B,1,m,m]) → (fused, output = MAResU-Net(concat(image, fused)))."""
+class _FuseThenSuppress(nn.Module):
+    """(image, edit [B,3,S,S], mask [B,1,m,m]) → (fused, output = self.suppress(image, fused))."""
+
+    def forward(self, image: Tensor, edit: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        fused = fuse(image, edit, mask)
+        return fused, self.suppress(image, fused)
+
+
+class SuppressorGraph(_FuseThenSuppress):
+    """Fusion, then output = MAResU-Net(concat(image, fused))."""
 
     def __init__(self, suppressor: MAResUNet):
         super().__init__()
         self.suppressor = suppressor
 
-    def forward(self, image: Tensor, edit: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        fused = fuse(image, edit, mask)
-        return fused, self.suppressor(torch.cat([image, fused], 1))
+    def suppress(self, image: Tensor, fused: Tensor) -> Tensor:
+        return self.suppressor(torch.cat([image, fused], 1))
 
 
-class DeghostingGraph(nn.Module):
-    """(image, edit [B,3,S,S], mask [B,1,m,m]) → (fused, output = EOGI(area-downsample(fused))), baseline."""
+class DeghostingGraph(_FuseThenSuppress):
+    """Fusion, then output = EOGI(area-downsample(fused)), the baseline."""
 
     def __init__(self, deghosting: Deghosting):
         super().__init__()
         self.deghosting = deghosting
 
-    def forward(self, image: Tensor, edit: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        fused = fuse(image, edit, mask)
-        return fused, self.deghosting(area_downsample(fused, self.deghosting.in_size))
+    def suppress(self, image: Tensor, fused: Tensor) -> Tensor:
+        return self.deghosting(area_downsample(fused, self.deghosting.in_size))
 
 
 class FaceParserGraph(nn.Module):
