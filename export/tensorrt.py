@@ -137,7 +137,8 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     """Build, validate and write the plan of `onnx_path` at `target`; returns the validation record.
 
     The engine is run at the profile's min and max batch and compared with ONNX Runtime on the FP32
-    graph (`reference_onnx`, default `onnx_path`), within `FP16_BOUNDS` (FP32 engines use TF32).
+    graph (`reference_onnx`, default `onnx_path`), within `FP16_BOUNDS`. TF32 is cleared, so FP32 layers
+    run in IEEE FP32; the record's `tf32` says whether TF32 could have been used (no flag to clear).
     """
     trt = gpu_platform.tensorrt()
     gpu_platform.gpu_properties()  # before minutes of building: validation needs the GPU through cuda-python
@@ -149,8 +150,8 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     network, _parser = _parse(builder, onnx_path, network_mode, logger)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    tf32 = hasattr(trt.BuilderFlag, "TF32")
-    if tf32:  # FP32 means FP32: the islands exist because FP16 (and TF32's 10-bit mantissa) is too coarse
+    tf32_flag = hasattr(trt.BuilderFlag, "TF32")
+    if tf32_flag:  # FP32 means FP32: the islands exist because FP16 (and TF32's 10-bit mantissa) is too coarse
         config.clear_flag(trt.BuilderFlag.TF32)
     if network_mode == FP16_BUILDER_FLAG:
         config.set_flag(trt.BuilderFlag.FP16)
@@ -172,7 +173,7 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     validation = validate_engine(plan, stage, reference_onnx or onnx_path, (batch[0], batch[2]))
     validation["network"] = network_mode
-    validation["tf32"] = not tf32  # True only where this TensorRT offers no TF32 flag to clear
+    validation["tf32"] = not tf32_flag  # True only where this TensorRT offers no TF32 flag to clear
     if network_mode == FP16_BUILDER_FLAG:
         validation["fp32_layers"] = len(pinned)  # 0 would mean the ONNX parser renamed the layers
     atomic_write_bytes(target, plan)
