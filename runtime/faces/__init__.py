@@ -1,0 +1,1 @@
+"""Faces in ordinary photos: detection, landmarks, FFHQ alignment and paste-back (torch-free)."""
