@@ -114,7 +114,7 @@ def test_overwrite_replaces_outputs_but_never_an_input(deghost_edit, tmp_path):
 
 
 def test_grid_shows_original_fused_eogi_ours_under_the_untrained_banner(deghost_edit, folder_run, tmp_path):
-    code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid")
+    code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid", "--aligned")
     assert code == cli.EXIT_OK
     grid = read_image(tmp_path / "face_smile+20_grid.png").rgb
     assert (tmp_path / "face_smile+20_network.png").is_file()
