@@ -52,13 +52,11 @@ def ffhq_quad(eye_left: np.ndarray, eye_right: np.ndarray, mouth_left: np.ndarra
 
 def quad_transform(quad: np.ndarray, side: int) -> np.ndarray:
     """2×3 affine photo pixel → crop pixel that takes the quad's corners to the [0,side]² square's."""
-    # Continuous coordinates (pixel centres at +0.5; the FFHQ script's `quad + 0.5`): crop = L (photo − q0).
-    q = quad + 0.5
-    to_photo = np.column_stack([(q[3] - q[0]) / side, (q[1] - q[0]) / side])  # crop unit steps in the photo
+    # Continuous coordinates (pixel centres at +0.5; the FFHQ script's `quad + 0.5`): crop_c = L (photo_c − q0_c).
+    # With photo_c = photo + 0.5 and crop = crop_c − 0.5: crop = L photo − L quad[0] − 0.5.
+    to_photo = np.column_stack([(quad[3] - quad[0]) / side, (quad[1] - quad[0]) / side])  # crop unit steps
     linear = np.linalg.inv(to_photo)
-    offset = -linear @ q[0]
-    # index ↔ continuous: c = i + 0.5 on both sides.
-    return np.hstack([linear, (offset + 0.5 - linear @ np.full(2, 0.5))[:, None]])
+    return np.hstack([linear, (-linear @ quad[0] - 0.5)[:, None]])
 
 
 def align_face(rgb: np.ndarray, points: tuple[np.ndarray, ...], side: int) -> Alignment:

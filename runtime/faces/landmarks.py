@@ -26,7 +26,8 @@ EYE_RIGHT_CONTOUR = (362, 385, 387, 263, 373, 380)
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263  # level the second crops
 # Second-pass crops: (side / face size, centre shift / face size), averaged.
-REFINE_CROPS = ((1.5, (0.0, 0.0)), (1.4, (0.03, 0.0)), (1.4, (-0.03, 0.0)), (1.4, (0.0, 0.03)), (1.4, (0.0, -0.03)))
+REFINE_CROPS = ((1.5, (0.0, 0.0)),) + tuple((scale, shift) for scale in (1.4, 1.6)
+                                            for shift in ((0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03)))
 
 
 def crop_matrix(centre: np.ndarray, side: float, angle: float) -> np.ndarray:
