@@ -35,7 +35,8 @@ def crop_scale(points) -> float:
     return SIDE / ffhq_quad(*points)[1]
 
 
-def warp(rgb: np.ndarray, angle: float, scale: float, shift=(0.0, 0.0), pad: int = 300) -> tuple[np.ndarray, np.ndarray]:
+def warp(rgb: np.ndarray, angle: float, scale: float, shift=(0.0, 0.0), pad: int = 300
+         ) -> tuple[np.ndarray, np.ndarray]:
     """The photo rotated/scaled about its centre and shifted, on a canvas `pad` larger → (image, 2×3 matrix)."""
     height, width = rgb.shape[:2]
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
@@ -121,8 +122,8 @@ def test_quad_transform_takes_the_quad_corners_to_the_crop_corners():
     transform = quad_transform(quad, SIDE)
     corners = quad @ transform[:, :2].T + transform[:, 2]
     # Pixel-index convention: the quad's corner points are the crop's outer corners, −0.5 and S − 0.5.
-    np.testing.assert_allclose(corners, [[-0.5, -0.5], [-0.5, SIDE - 0.5], [SIDE - 0.5, SIDE - 0.5], [SIDE - 0.5, -0.5]],
-                               atol=1e-9)
+    far = SIDE - 0.5
+    np.testing.assert_allclose(corners, [[-0.5, -0.5], [-0.5, far], [far, far], [far, -0.5]], atol=1e-9)
 
 
 def test_align_then_identity_edit_then_paste_back_returns_the_photo(finder, photos):

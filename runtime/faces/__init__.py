@@ -96,6 +96,6 @@ def paste_faces(photo: np.ndarray, edited: list[np.ndarray], faces: list[Face]) 
     if len(edited) != len(faces):
         raise ValueError(f"{len(edited)} edited crops for {len(faces)} faces")
     out = photo.copy()
-    for crop, face in zip(edited, faces):
+    for crop, face in zip(edited, faces, strict=True):
         paste_into(out, crop, face.transform, face.landmarks)
     return out
