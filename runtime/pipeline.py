@@ -238,7 +238,7 @@ class Pipeline:
     def face_finder(self) -> FaceFinder:
         """Face detector and landmarker (ONNX Runtime on the CPU), opened on first use."""
         if self._face_finder is None:
-            self._face_finder = FaceFinder(self.threads)
+            self._face_finder = FaceFinder()
         return self._face_finder
 
     def find_faces(self, photo: np.ndarray, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:

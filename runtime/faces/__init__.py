@@ -46,9 +46,9 @@ class Face:
 class FaceFinder:
     """Detector and landmarker, opened once (a few MB; ONNX Runtime on the CPU)."""
 
-    def __init__(self, threads: int | None = None):
-        self.detector = FaceDetector(threads)
-        self.landmarker = FaceLandmarker(threads)
+    def __init__(self):
+        self.detector = FaceDetector()
+        self.landmarker = FaceLandmarker()
 
     def find(self, rgb: np.ndarray, side: int, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
         """The chosen faces of rgb uint8 [H,W,3], aligned at `side`², ordered left to right.

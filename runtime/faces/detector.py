@@ -102,8 +102,8 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, t
 class FaceDetector:
     """`detect(photo)` → faces as `Detection`s in photo pixels, best first."""
 
-    def __init__(self, threads: int | None = None):
-        self.model = FaceModel(DETECTOR_FILE, threads)
+    def __init__(self):
+        self.model = FaceModel(DETECTOR_FILE)
         self.anchors = ssd_anchors()
 
     def detect(self, rgb: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:

@@ -43,8 +43,8 @@ def crop_matrix(centre: np.ndarray, side: float, angle: float) -> np.ndarray:
 class FaceLandmarker:
     """`landmarks(photo, detection)` → [468,2] photo pixels, or None when the mesh sees no face there."""
 
-    def __init__(self, threads: int | None = None):
-        self.model = FaceModel(LANDMARKS_FILE, threads)
+    def __init__(self):
+        self.model = FaceModel(LANDMARKS_FILE)
 
     def landmarks(self, rgb: np.ndarray, detection: Detection) -> np.ndarray | None:
         box, eyes = detection.box, detection.keypoints[[RIGHT_EYE, LEFT_EYE]]

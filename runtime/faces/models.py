@@ -7,7 +7,6 @@ editing stages use: a GPU round trip would cost more than the run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,16 @@ LANDMARKS_FILE = MODEL_DIR / "face_landmarks.onnx"  # [1,192,192,3] in [0,1] →
 class FaceModel:
     """One ONNX graph with a single image input: `run(x)` → its outputs in graph order."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path):
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: the face models ship with deghost; reinstall it, or regenerate them with "
                 f"{MODEL_DIR / 'convert_mediapipe.py'}"
             )
         options = ort.SessionOptions()
-        # Tiny graphs: more than two threads only adds synchronisation.
-        options.intra_op_num_threads = min(threads or os.cpu_count() or 1, 2)
+        # One thread whatever the editing stages use: these graphs run 1-2 ms, too short for a thread pool
+        # to pay; measured with 2 threads on a busy 2-core CPU, the landmarks of a face took 2x longer.
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
