@@ -1,6 +1,6 @@
-"""`deghost edit`: edit face images with the exported engines, from the command line (torch-free).
+"""`deghost edit`: edit the faces of photos with the exported engines, from the command line (torch-free).
 
-Exit codes: 0 every input done (or kept), 1 some inputs failed (the others are done),
+Exit codes: 0 every input done (or kept), 1 some inputs failed or had no face (the others are done),
 2 usage or configuration error (no engines, unknown attribute, missing stage, bad option).
 """
 
@@ -17,17 +17,20 @@ from tqdm import tqdm
 
 from .backends import BACKENDS, BackendError
 from .directions import DEFAULT_ALPHA
-from .folder import IMAGE_SUFFIXES, FolderReport, collect_inputs, run_folder
+from .faces import MIN_FACE
+from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
 from .pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
-Edit aligned face images: invert them with pSp, move the latent along an attribute direction,
-render with StyleGAN2, blend the edit in with the Diff-CAM mask, and suppress the ghosting
-artifacts of that blend. Runs on TensorRT engines where they load, else on the ONNX graphs
-(ONNX Runtime, CUDA or CPU). Inputs are files or folders (their image files); faces should be
-FFHQ-aligned and square (others are center-cropped and resized, with a warning)."""
+Edit the faces in photos: find every face, align it the FFHQ way (eyes and mouth at fixed places
+in a square crop), invert it with pSp, move the latent along an attribute direction, render with
+StyleGAN2, blend the edit in with the Diff-CAM mask, suppress the ghosting artifacts of that blend,
+and paste the edited face back into the photo (same size; outside the faces it is unchanged).
+Runs on TensorRT engines where they load, else on the ONNX graphs (ONNX Runtime, CUDA or CPU).
+Inputs are files or folders (their image files); --aligned takes already FFHQ-aligned square
+crops as they are (others are center-cropped and resized, with a warning)."""
 
 EPILOG = f"""\
 suppress modes:
@@ -36,12 +39,16 @@ suppress modes:
   eogi      the EOGI Deghosting baseline
   none      the fused image F_fused itself, artifacts and all
 
-outputs (in --out, PNG): <stem>_<attribute><alpha>_<suppress>.png, e.g. face_smile+20_network.png;
-with --grid also <stem>_<attribute><alpha>_grid.png: original | fused | EOGI | ours. Existing
-outputs are kept unless --overwrite; inputs are never overwritten.
+outputs (in --out, PNG): <stem>_<attribute><alpha>_<suppress>.png, e.g. face_smile+20_network.png,
+the whole photo with every chosen face edited (with --aligned: the edited crop); with --grid also
+<stem>_<attribute><alpha>_grid.png: per face original | fused | EOGI | ours (aligned crops), then
+the photo before and after. Existing outputs are kept unless --overwrite; inputs are never
+overwritten. A photo with no face (of at least --min-face px) is reported as failed, nothing written.
 
 examples:
-  deghost edit photos/ --out edited/                              smile +20 on every image of photos/
+  deghost edit photos/ --out edited/                              smile +20 on every face in photos/
+  deghost edit group.jpg --largest-face --out out/                only the largest face
+  deghost edit ffhq_crops/ --aligned --out out/                   inputs already FFHQ-aligned
   deghost edit a.png b.png --attribute age beard --alpha -10 20 --out out/ --grid
   deghost edit a.png --attribute my_direction.npy --class-index 15 --out out/
 
@@ -69,6 +76,15 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--class-index", type=int, metavar="C",
                         help="Diff-CAM classifier class for the mask (default: the attribute's class; for a .npy "
                         "direction, the class whose logit the edit changes most)")
+    faces = parser.add_argument_group("faces (ordinary photos)")
+    choice = faces.add_mutually_exclusive_group()
+    choice.add_argument("--face", type=int, metavar="N", help="edit only face N, counted from 0 left to right "
+                        "(default: every face)")
+    choice.add_argument("--largest-face", action="store_true", help="edit only the largest face")
+    faces.add_argument("--min-face", type=float, default=MIN_FACE, metavar="PX",
+                       help="smallest face edited, box side in pixels (default: %(default)g)")
+    faces.add_argument("--aligned", action="store_true",
+                       help="inputs are FFHQ-aligned face crops: no detection, alignment or paste-back")
     parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
                         help="folder with manifest.json, engines/graphs and directions/ (default: engines/)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -97,6 +113,10 @@ def run_edit(args: argparse.Namespace) -> int:
 def _edit(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.workers < 1 or (args.threads is not None and args.threads < 1):
         return _usage_error("--batch, --workers and --threads must be at least 1")
+    if args.face is not None and args.face < 0 or args.min_face <= 0:
+        return _usage_error("--face must be 0 or more and --min-face positive")
+    choice = "largest" if args.largest_face else "all" if args.face is None else args.face
+    face_options = FaceOptions(aligned=args.aligned, faces=choice, min_face=args.min_face)
     inputs = collect_inputs(args.inputs)
     if not inputs:
         return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
@@ -106,7 +126,8 @@ def _edit(args: argparse.Namespace) -> int:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
             report = run_folder(pipe, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch,
-                                args.overwrite, args.grid, args.class_index, args.workers, progress=not args.quiet)
+                                args.overwrite, args.grid, args.class_index, args.workers, progress=not args.quiet,
+                                face_options=face_options)
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))

@@ -1,5 +1,12 @@
 """Folder mode: many image files through the pipeline, decoding and encoding overlapped with inference.
 
+Each file is an ordinary photo by default: its faces are found and aligned while it is decoded, all
+faces of a batch of files are edited as one pipeline batch, and each edit is pasted back into the
+whole photo, which is what gets written (a photo with no face fails, like an unreadable file). With
+`FaceOptions(aligned=True)` a file is taken as an FFHQ-aligned face and the edited crop is written.
+The steps are separate functions (plan → decode → process_batch → write_outputs) so other drivers
+(a Ray Data job) can reuse them.
+
 A small thread pool decodes the next images while the current batch runs (OpenCV and the backends
 release the GIL), and encodes and writes the results while the next batch runs. A file that cannot
 be read, or whose batch fails, is reported and skipped; the run goes on. Outputs are written
@@ -19,11 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .backends import BackendError
 from .directions import DEFAULT_ALPHA
+from .faces import MIN_FACE, Face, FaceChoice, NoFaceError
 from .grid import FIGURE2_COLUMNS, make_grid
 from .images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, to_model_input, write_image
 from .pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
@@ -59,16 +68,29 @@ def output_paths(source: Path, out_dir: Path, edits: Sequence[Edit], suppress: s
 
 
 @dataclass
-class _Job:
+class Job:
+    """One input: the outputs still to write and, once decoded, what goes through the pipeline."""
+
     source: Path
     outputs: dict  # key → path, only those still to write
-    tensor: np.ndarray | None = None  # [1,3,S,S] once decoded
+    tensor: np.ndarray | None = None  # [n,3,S,S] once decoded: the photo's aligned faces, or the aligned image
+    photo: np.ndarray | None = None  # the photo the faces are pasted back into (None for --aligned inputs)
+    faces: list[Face] = field(default_factory=list)
+
+
+@dataclass
+class FaceOptions:
+    """How faces are taken from ordinary photos; `aligned` inputs are used as they are (centre-cropped)."""
+
+    aligned: bool = False
+    faces: FaceChoice = "all"
+    min_face: float = MIN_FACE
 
 
 @dataclass
 class FolderReport:
     """What a folder run did. `timings_ms` sums the pipeline's per-stage times over all batches;
-    `io_ms` the decoding and encoding time spent in the worker threads, overlapped with them."""
+    `io_ms` the decoding (with face finding) and encoding time spent in the worker threads, overlapped with them."""
 
     processed: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, message naming it)
@@ -97,22 +119,26 @@ def run_folder(
     class_index: int | None = None,
     workers: int = 2,
     progress: bool = True,
+    face_options: FaceOptions | None = None,
 ) -> FolderReport:
     """Edit every input file and write the results to `out_dir` (see the module docstring).
 
+    Inputs are ordinary photos (faces found, aligned, pasted back) unless `face_options.aligned`.
     `grid` also runs the suppress modes of the comparison (network and eogi). Configuration errors
-    (unknown attribute, missing stage) raise before any image is read; per-input problems end up
-    in the report's `failed`.
+    (unknown attribute, missing stage) raise before any image is read; per-input problems (no face
+    included) end up in the report's `failed`. `batch` counts input files: all faces of a batch's
+    photos go through the pipeline as one batch.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1; got {batch}")
+    face_options = face_options or FaceOptions()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} is a file; give a folder")
     edits = pipe.edits(attribute, alpha, class_index)
     modes = list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
     report = FolderReport(untrained=pipe.untrained)
-    jobs = _plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
+    jobs = plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
     if jobs:
         pipe.prepare(modes)
     protected = [Path(path) for path in inputs]
@@ -121,18 +147,20 @@ def run_folder(
         total=len(jobs), unit="img", desc="deghost edit", disable=not progress
     ) as bar:
         writes = []
-        for ready in _decoded_batches(jobs, pool, batch, pipe.preset.image_size, report, bar):
+        for ready in _decoded_batches(jobs, pool, batch, pipe, face_options, report, bar):
             try:
-                result = pipe.run(np.concatenate([job.tensor for job in ready]), edits, modes)
+                result = process_batch(pipe, ready, edits, modes)
             except (BackendError, ImageError) as error:
                 for job in ready:
                     _fail(report, job.source, f"inference failed: {error}", bar)
                 continue
             for name, ms in result.timings_ms.items():
                 report.timings_ms[name] = report.timings_ms.get(name, 0.0) + ms
-            for i, job in enumerate(ready):
+            first = 0
+            for job in ready:
+                writes.append((job, pool.submit(write_outputs, pipe, job, result, first, protected, overwrite)))
+                first += len(job.tensor)
                 job.tensor = None
-                writes.append((job, pool.submit(_write_outputs, job, result, i, protected, overwrite)))
             report.processed += len(ready)
             bar.update(len(ready))
         for job, writing in writes:
@@ -146,15 +174,15 @@ def run_folder(
     return report
 
 
-def _decoded_batches(jobs: list[_Job], pool: ThreadPoolExecutor, batch: int, side: int, report: FolderReport,
-                     bar: tqdm) -> Iterator[list[_Job]]:
+def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe: Pipeline, options: FaceOptions,
+                     report: FolderReport, bar: tqdm) -> Iterator[list[Job]]:
     """Batches of decoded jobs, in input order, with the next two batches decoding in `pool` meanwhile.
-    Files that fail to decode are reported and left out."""
+    Files that fail to decode (or hold no face) are reported and left out."""
     queue, pending = iter(jobs), deque()
 
     def refill() -> None:
         while len(pending) < 2 * batch and (job := next(queue, None)) is not None:
-            pending.append((job, pool.submit(_decode, job.source, side)))
+            pending.append((job, pool.submit(decode, job, pipe, options)))
 
     refill()
     while pending:
@@ -163,10 +191,9 @@ def _decoded_batches(jobs: list[_Job], pool: ThreadPoolExecutor, batch: int, sid
             job, decoding = pending.popleft()
             refill()
             try:
-                job.tensor, ms = decoding.result()
-                report.io_ms["decode"] += ms
+                report.io_ms["decode"] += decoding.result()
                 ready.append(job)
-            except ImageError as error:
+            except ImageError as error:  # NoFaceError included
                 _fail(report, job.source, str(error), bar)
             except Exception as error:  # whatever goes wrong with one file, only that file fails
                 _fail(report, job.source, f"could not be read ({type(error).__name__}: {error})", bar)
@@ -174,8 +201,8 @@ def _decoded_batches(jobs: list[_Job], pool: ThreadPoolExecutor, batch: int, sid
             yield ready
 
 
-def _plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress: str, grid: bool,
-          overwrite: bool, report: FolderReport) -> list[_Job]:
+def plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress: str, grid: bool,
+         overwrite: bool, report: FolderReport) -> list[Job]:
     """One job per input with the outputs still to write; inputs with none left are `kept`."""
     jobs, claimed = [], {}
     for source in map(Path, inputs):
@@ -187,37 +214,75 @@ def _plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress
         claimed.update(dict.fromkeys(outputs.values(), source))
         todo = {key: path for key, path in outputs.items() if overwrite or not path.exists()}
         if todo:
-            jobs.append(_Job(source, todo))
+            jobs.append(Job(source, todo))
         else:
             report.kept.append(source)
     return jobs
 
 
-def _decode(source: Path, side: int) -> tuple[np.ndarray, float]:
-    """Read one file → (float32 [1,3,side,side], milliseconds); its warnings are logged."""
+def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
+    """Read the job's file and fill in its tensor (and photo and faces) → milliseconds; warnings are logged.
+    Raises ImageError (NoFaceError when the photo has no face to edit)."""
     start = time.perf_counter()
-    loaded = read_image(source)
-    tensor, warnings = to_model_input(loaded.rgb, side)
-    for warning in loaded.warnings + [f"{source.name}: {w}" for w in warnings]:
+    loaded = read_image(job.source)
+    side = pipe.preset.image_size
+    for warning in loaded.warnings:
         log.warning("%s", warning)
-    return tensor, (time.perf_counter() - start) * 1e3
+    if options.aligned:
+        job.tensor, warnings = to_model_input(loaded.rgb, side)
+        for warning in warnings:
+            log.warning("%s: %s", job.source.name, warning)
+    else:
+        try:
+            job.faces = pipe.find_faces(loaded.rgb, options.faces, options.min_face)
+        except NoFaceError as error:
+            raise NoFaceError(f"{job.source}: {error}") from error
+        job.photo = loaded.rgb
+        job.tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in job.faces])
+    return (time.perf_counter() - start) * 1e3
 
 
-def _write_outputs(job: _Job, result: EditResult, image: int, protected: Sequence[Path],
-                   overwrite: bool) -> tuple[int, float]:
-    """Encode and write one input's outputs → (files written, milliseconds)."""
+def process_batch(pipe: Pipeline, jobs: Sequence[Job], edits: Sequence[Edit], modes: Sequence[str]) -> EditResult:
+    """Every decoded job's images (a photo's faces, or one aligned image) through the pipeline as one batch;
+    job j's images are rows first_j … of the result, first_j = the images of the jobs before it."""
+    return pipe.run(np.concatenate([job.tensor for job in jobs]), edits, list(modes))
+
+
+def write_outputs(pipe: Pipeline, job: Job, result: EditResult, first: int, protected: Sequence[Path],
+                  overwrite: bool) -> tuple[int, float]:
+    """Encode and write one input's outputs (its images are result rows `first`, …) → (files written, ms)."""
     start = time.perf_counter()
+    n_images = len(job.faces) if job.photo is not None else 1
+    photos = pipe.paste(job.photo, job.faces, result, first) if job.photo is not None else None
     for (k, kind), path in job.outputs.items():
-        row = result.row(image, k)
         if kind == GRID:
-            panels = [(title, from_model_output(result.images[image] if key is None else
-                                                result.fused[row] if key == "fused" else result.outputs[key][row]))
-                      for title, key in FIGURE2_COLUMNS]
+            panels = [panel for i in range(n_images) for panel in _grid_panels(result, first + i, k, n_images > 1, i)]
+            if photos is not None:
+                panels += _photo_panels(job.photo, photos, k, result.images.shape[-1])
             pixels = make_grid(panels, UNTRAINED_LABEL if result.untrained else None)
+        elif photos is not None:
+            pixels = photos[kind][k]
         else:
-            pixels = from_model_output(result.outputs[kind][row])
+            pixels = from_model_output(result.outputs[kind][result.row(first, k)])
         write_image(path, pixels, overwrite=overwrite, protected=protected)
     return len(job.outputs), (time.perf_counter() - start) * 1e3
+
+
+def _grid_panels(result: EditResult, image: int, k: int, numbered: bool, face: int) -> list[tuple[str, np.ndarray]]:
+    """One aligned image's Figure-2 columns: original | fused | EOGI | ours."""
+    row = result.row(image, k)
+    prefix = f"face {face}: " if numbered else ""
+    return [(prefix + title, from_model_output(result.images[image] if key is None else
+                                               result.fused[row] if key == "fused" else result.outputs[key][row]))
+            for title, key in FIGURE2_COLUMNS]
+
+
+def _photo_panels(photo: np.ndarray, photos: dict[str, list[np.ndarray]], k: int, height: int
+                  ) -> list[tuple[str, np.ndarray]]:
+    """The photo before and after (network output pasted back), scaled to the crops' height."""
+    width = max(1, round(photo.shape[1] * height / photo.shape[0]))
+    scaled = lambda rgb: cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)  # noqa: E731
+    return [("photo", scaled(photo)), ("photo, ours", scaled(photos["network"][k]))]
 
 
 def _fail(report: FolderReport, source: Path, message: str, bar: tqdm | None) -> None:

@@ -10,6 +10,9 @@
     result = pipe.edit(images, attribute="smile", alpha=20.0, suppress="network")
     result.output  # [N,3,S,S] float32 in [-1,1];  result.rgb() → [N,S,S,3] uint8
 
+Ordinary photos go through `edit_photo`: faces found, FFHQ-aligned to S², edited as one batch and
+pasted back (see deghost.runtime.faces); `edit` takes already aligned faces.
+
 Several attributes and alphas run in one call: the edits are every attribute at every alpha, and
 result row i·K + k is image i with edit k. Inside, rows are ordered edit-major so each image's
 reconstruction is rendered once and the generator's outputs reach the next stages as row views.
@@ -33,6 +36,7 @@ from deghost.presets import get_preset
 from .backends import Backend, DeviceTensor, open_backend
 from .blend import face_mask, mix, poisson_blend
 from .directions import DEFAULT_ALPHA, apply_direction, load_direction
+from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces
 from .images import ImageError, from_model_output, to_model_input
 
 Images = np.ndarray | Sequence[np.ndarray]  # see Pipeline.edit
@@ -41,6 +45,8 @@ SUPPRESS_STAGES = {"network": "suppressor", "eogi": "deghosting", "poisson": "fa
 UNTRAINED_LABEL = "untrained weights: timings and plumbing only"
 GLUE = "glue"  # timing key: everything outside the backends and the blend (conversions, copies, fusion)
 BLEND = "blend"  # timing key: face masks and seamlessClone
+FACES = "faces"  # timing key (edit_photo): face detection, landmarks and alignment
+PASTE = "paste"  # timing key (edit_photo): pasting the edited faces back into the photo
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare the direction arrays element-wise
@@ -94,6 +100,17 @@ class EditResult:
         return from_model_output(self.fused if name == "fused" else self.outputs[name] if name else self.output)
 
 
+@dataclass
+class PhotoResult:
+    """`edit_photo`'s results: `photos[mode][k]` is the whole photo (input's H×W) with edit k pasted into
+    every chosen face; `faces` the faces in the order of `result`'s images; `result` the edit of the
+    aligned crops (row `result.row(face, k)`; timings include FACES and PASTE)."""
+
+    photos: dict[str, list[np.ndarray]]
+    faces: list[Face]
+    result: EditResult
+
+
 class Pipeline:
     """The stages of one engine folder, opened on first use (see the module docstring)."""
 
@@ -110,6 +127,7 @@ class Pipeline:
         self.backend_name, self.threads, self.precision = backend, threads, precision
         self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: keeps activations resident
         self._backends: dict[str, Backend] = {}
+        self._face_finder: FaceFinder | None = None
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
 
     @classmethod
@@ -215,6 +233,45 @@ class Pipeline:
         suppress: "network", "poisson", "eogi", "none", or a list of them (they share the generation).
         """
         return self.run(images, self.edits(attribute, alpha, class_index), suppress)
+
+    @property
+    def face_finder(self) -> FaceFinder:
+        """Face detector and landmarker (ONNX Runtime on the CPU), opened on first use."""
+        if self._face_finder is None:
+            self._face_finder = FaceFinder()
+        return self._face_finder
+
+    def find_faces(self, photo: np.ndarray, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
+        """The chosen faces of an RGB uint8 [H,W,3] photo, FFHQ-aligned at the preset's side, left to right.
+        Raises NoFaceError when there is none."""
+        return self.face_finder.find(photo, self.preset.image_size, faces, min_face)
+
+    def edit_photo(self, photo: np.ndarray, attribute: str | Sequence[str] = "smile",
+                   alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str | Sequence[str] = "network",
+                   faces: FaceChoice = "all", min_face: float = MIN_FACE, class_index: int | None = None
+                   ) -> PhotoResult:
+        """Edit the faces of an ordinary photo (RGB uint8 [H,W,3]): find them (every face of at least
+        `min_face` px, or "largest", or face number N left to right), align them, edit them as one batch
+        like `edit`, and paste each edit back. Raises NoFaceError (an ImageError) when there is no face."""
+        started = time.perf_counter()
+        found = self.find_faces(photo, faces, min_face)
+        finding_ms = (time.perf_counter() - started) * 1e3
+        result = self.edit([face.crop for face in found], attribute, alpha, suppress, class_index)
+        result.timings_ms[FACES] = finding_ms
+        return PhotoResult(photos=self.paste(photo, found, result), faces=found, result=result)
+
+    def paste(self, photo: np.ndarray, faces: Sequence[Face], result: EditResult, first: int = 0
+              ) -> dict[str, list[np.ndarray]]:
+        """suppress mode → one copy of `photo` per edit with the faces' edited crops pasted back; the faces
+        are `result`'s images first, first + 1, …; adds the time to result.timings_ms[PASTE]."""
+        started = time.perf_counter()
+        photos = {}
+        for mode in result.outputs:
+            rgb = result.rgb(mode)
+            photos[mode] = [paste_faces(photo, [rgb[result.row(first + i, k)] for i in range(len(faces))], list(faces))
+                            for k in range(len(result.edits))]
+        result.timings_ms[PASTE] = result.timings_ms.get(PASTE, 0.0) + (time.perf_counter() - started) * 1e3
+        return photos
 
     def run(self, images: Images, edits: Sequence[Edit], suppress: str | Sequence[str] = "network") -> EditResult:
         """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once)."""

@@ -22,6 +22,8 @@ def test_non_editable_install_imports_every_subpackage_from_another_folder(tmp_p
     code = (
         "import deghost.training.models.zoo, deghost.export.graphs, deghost.runtime.blend\n"
         "import deghost.training.checkpoints\n"
+        "from deghost.runtime.faces import FaceFinder; FaceFinder()\n"
+        "from deghost.runtime.faces.models import MODEL_DIR; assert (MODEL_DIR / 'NOTICE').is_file()\n"
         "print(deghost.training.__file__); print(deghost.runtime.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from deghost.runtime import cli
+from deghost.runtime.faces import NoFaceError
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 from tests.helpers.bad_files import oversized_png_header
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+GRACE = ASTRONAUT.with_name("grace_hopper.jpg")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,7 +128,7 @@ def test_overwrite_replaces_outputs_but_never_an_input(deghost_edit, tmp_path):
 
 
 def test_grid_shows_original_fused_eogi_ours_under_the_untrained_banner(deghost_edit, folder_run, tmp_path):
-    code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid")
+    code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid", "--aligned")
     assert code == cli.EXIT_OK
     grid = read_image(tmp_path / "face_smile+20_grid.png").rgb
     assert (tmp_path / "face_smile+20_network.png").is_file()
@@ -155,3 +157,48 @@ def test_help_teaches_modes_outputs_and_exit_codes():
     text = parser()._subparsers._group_actions[0].choices["edit"].format_help()
     for needle in ("--attribute", "--suppress", "poisson", "--grid", "face_smile+20_network.png", "exit codes"):
         assert needle in text
+
+
+def test_an_ordinary_photo_comes_back_at_its_own_size_with_only_the_face_changed(deghost_edit, tmp_path):
+    photo = read_image(GRACE).rgb[44:556]  # 512 x 512, an unaligned portrait
+    wide = np.hstack([photo, np.full((512, 200, 3), 90, np.uint8)])  # not square either
+    cv2.imwrite(str(tmp_path / "wide.png"), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    code, _, _ = deghost_edit(str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"), "--suppress", "none")
+    assert code == cli.EXIT_OK
+    out = read_image(tmp_path / "out" / "wide_smile+20_none.png").rgb
+    assert out.shape == wide.shape
+    assert np.array_equal(out[:, 512:], wide[:, 512:])  # far from the face: the input's pixels
+    assert np.array_equal(out[-60:], wide[-60:])  # below the chin
+
+
+def test_a_photo_without_a_face_fails_like_a_bad_file_and_writes_nothing(deghost_edit, folder_run, tmp_path):
+    sky = np.full((300, 400, 3), (120, 170, 230), np.uint8)
+    cv2.imwrite(str(tmp_path / "sky.png"), cv2.cvtColor(sky, cv2.COLOR_RGB2BGR))
+    code, stdout, _ = deghost_edit(str(tmp_path / "sky.png"), str(folder_run["inputs"] / "face.png"),
+                                   "--out", str(tmp_path / "out"), "--suppress", "none")
+    assert code == cli.EXIT_SOME_FAILED
+    assert "sky.png: no face of at least 40 px found" in stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
+
+
+def test_photo_grid_shows_each_aligned_face_and_the_photo_before_and_after(deghost_edit, tmp_path):
+    left, right = read_image(ASTRONAUT).rgb, read_image(GRACE).rgb[44:556]
+    cv2.imwrite(str(tmp_path / "two.png"), cv2.cvtColor(np.hstack([left, right]), cv2.COLOR_RGB2BGR))
+    code, _, _ = deghost_edit(str(tmp_path / "two.png"), "--out", str(tmp_path / "out"), "--grid")
+    assert code == cli.EXIT_OK
+    grid = read_image(tmp_path / "out" / "two_smile+20_grid.png").rgb
+    # 2 faces × 4 aligned 256² columns, then the 1024 x 512 photo twice at 256 high (512 wide each).
+    assert grid.shape[1] == 2 * 4 * 256 + 2 * 512
+    assert read_image(tmp_path / "out" / "two_smile+20_network.png").rgb.shape == (512, 1024, 3)
+
+
+def test_edit_photo_gives_faces_crops_and_one_pasted_photo_per_edit(shared_pipe):
+    photo = np.hstack([read_image(ASTRONAUT).rgb, read_image(GRACE).rgb[44:556]])
+    result = shared_pipe.edit_photo(photo, attribute="smile", alpha=[10.0, 20.0], suppress="none", min_face=40)
+    assert len(result.faces) == 2 and len(result.photos["none"]) == 2
+    assert all(p.shape == photo.shape and p.dtype == np.uint8 for p in result.photos["none"])
+    assert result.result.images.shape == (2, 3, 256, 256) and len(result.result.outputs["none"]) == 4
+    assert result.faces[0].crop.shape == (256, 256, 3) and result.faces[0].transform.shape == (2, 3)
+    assert {"faces", "paste"} <= set(result.result.timings_ms)
+    with pytest.raises(NoFaceError):
+        shared_pipe.edit_photo(np.zeros((200, 200, 3), np.uint8))

@@ -1,0 +1,101 @@
+"""Faces in ordinary photos, torch-free: detect, find landmarks, FFHQ-align, and paste an edit back.
+
+    finder = FaceFinder()
+    faces = finder.find(photo, side=1024)            # every face ≥ MIN_FACE px, left to right
+    edited = paste_faces(photo, [edited_crop, ...], faces)
+
+Models: MediaPipe's BlazeFace short range and face mesh (Apache-2.0), shipped as ONNX in models/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..images import ImageError, check_rgb_uint8
+from .align import align_face
+from .detector import FaceDetector
+from .landmarks import FaceLandmarker, alignment_points
+from .paste import paste_into
+
+MIN_FACE = 40  # px: the default smallest face (box side) edited; smaller ones have too few pixels to edit
+FaceChoice = str | int  # "all", "largest" or the index of one face (left to right)
+
+
+class NoFaceError(ImageError):
+    """A photo in which no face (of the size asked for) was found."""
+
+
+@dataclass
+class Face:
+    """One face of a photo. box (x0, y0, x1, y1) and landmarks [468,2] in photo pixels; transform the
+    2×3 affine photo pixel → aligned crop pixel; crop the FFHQ-aligned face, uint8 [S,S,3]."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    transform: np.ndarray
+    crop: np.ndarray
+
+    @property
+    def size(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+class FaceFinder:
+    """Detector and landmarker, opened once (a few MB; ONNX Runtime on the CPU)."""
+
+    def __init__(self):
+        self.detector = FaceDetector()
+        self.landmarker = FaceLandmarker()
+
+    def find(self, rgb: np.ndarray, side: int, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
+        """The chosen faces of rgb uint8 [H,W,3], aligned at `side`², ordered left to right.
+
+        Raises NoFaceError when there is none of at least `min_face` px, or `faces` names one that is
+        not there."""
+        check_rgb_uint8(rgb, "find faces: photo")
+        found = []
+        for detection in self.detector.detect(rgb):
+            if detection.size < min_face:
+                continue
+            landmarks = self.landmarker.landmarks(rgb, detection)
+            if landmarks is not None:
+                found.append((detection, landmarks))
+        if not found:
+            height, width = rgb.shape[:2]
+            raise NoFaceError(f"no face of at least {min_face:g} px found in the {width}x{height} photo; "
+                              "use a photo with a visible frontal face, a smaller --min-face, or --aligned for "
+                              "an already aligned face crop")
+        found.sort(key=lambda pair: pair[0].box[0])
+        chosen = _choose(found, faces)
+        return [Face(box=d.box, score=d.score, landmarks=lm, **_aligned(rgb, lm, side)) for d, lm in chosen]
+
+
+def _aligned(rgb: np.ndarray, landmarks: np.ndarray, side: int) -> dict:
+    alignment = align_face(rgb, alignment_points(landmarks), side)
+    return {"transform": alignment.transform, "crop": alignment.crop}
+
+
+def _choose(found: list, faces: FaceChoice) -> list:
+    if faces == "all":
+        return found
+    if faces == "largest":
+        return [max(found, key=lambda pair: pair[0].size)]
+    if isinstance(faces, (int, np.integer)) and not isinstance(faces, bool):
+        if not 0 <= faces < len(found):
+            raise NoFaceError(f"face {faces} asked for, but the photo has {len(found)} (numbered 0 to "
+                              f"{len(found) - 1}, left to right)")
+        return [found[faces]]
+    raise ValueError(f"faces must be 'all', 'largest' or a face number; got {faces!r}")
+
+
+def paste_faces(photo: np.ndarray, edited: list[np.ndarray], faces: list[Face]) -> np.ndarray:
+    """A copy of photo with each edited crop uint8 [S,S,3] pasted back into its face, in order."""
+    if len(edited) != len(faces):
+        raise ValueError(f"{len(edited)} edited crops for {len(faces)} faces")
+    out = photo.copy()
+    for crop, face in zip(edited, faces, strict=True):
+        paste_into(out, crop, face.transform, face.landmarks)
+    return out

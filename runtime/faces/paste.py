@@ -1,0 +1,77 @@
+"""Paste-back: an edited aligned crop warped into the photo and blended inside the face region.
+
+The region is the convex hull of the 468 mesh landmarks grown by REGION_GROW of the face size
+(forehead, hairline, chin and beard are inside), further limited to the crop square, and feathered
+with a Gaussian of FEATHER × face size. Pixels where that mask is 0 are the input's, bit for bit.
+
+Feathering rather than cv2.seamlessClone: seamlessClone solves for the region's colours from its border,
+so even an identity edit comes back tinted. Measured (identity edit, align → paste, mean |Δ| inside the
+mask, 8-bit levels): astronaut.png 0.34 feathered vs 5.9 seamlessClone, grace_hopper.jpg 0.80 vs 8.7.
+The suppress modes already match the edit's colours to the face; the paste only needs a seam-free edge.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+REGION_GROW = 0.25  # the landmark hull scaled about its centre by 1 + this
+FEATHER = 0.05  # Gaussian sigma of the mask edge, × face size
+SQUARE_MARGIN = 1 / 32  # the mask reaches 0 this far (× crop side) inside the crop's edges
+_CUTOFF = 1 / 512  # mask values below this are 0: the blend could not change a level there
+
+
+def face_region(landmarks: np.ndarray, transform: np.ndarray, side: int, shape: tuple[int, int]
+                ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The feathered face mask: ((x0, y0, x1, y1) bounding the nonzero part, float32 mask of that box
+    in [0,1]). landmarks [468,2] photo pixels; transform photo → crop 2×3; shape the photo's (H, W)."""
+    hull = cv2.convexHull(landmarks.astype(np.float32)).reshape(-1, 2)
+    centre = hull.mean(0)
+    face_size = float(np.ptp(landmarks, axis=0).max())
+    grown = centre + (hull - centre) * (1 + REGION_GROW)
+    sigma = max(FEATHER * face_size, 1.0)
+    reach = 3 * sigma
+    height, width = shape
+    x0, y0 = np.maximum(np.floor(grown.min(0) - reach), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(grown.max(0) + reach) + 1, [width, height]).astype(int)
+    mask = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
+    if mask.size == 0:
+        return (0, 0, 0, 0), mask
+    cv2.fillConvexPoly(mask, np.rint((grown - [x0, y0]) * 16).astype(np.int32), 1.0, cv2.LINE_AA, shift=4)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    # Limited to the crop square, faded out over its edge margin (the crop knows nothing beyond it).
+    margin = max(SQUARE_MARGIN * side, 1.0)
+    ramp = np.minimum(np.arange(side) + 0.5, side - 0.5 - np.arange(side)) / margin
+    square = np.clip(np.minimum(ramp[:, None], ramp[None, :]), 0, 1).astype(np.float32)
+    mask *= cv2.warpAffine(square, _shifted(transform, x0, y0), (x1 - x0, y1 - y0),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=0)
+    mask[mask < _CUTOFF] = 0
+    return (int(x0), int(y0), int(x1), int(y1)), mask
+
+
+def paste_back(photo: np.ndarray, edited: np.ndarray, transform: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """photo uint8 [H,W,3], edited uint8 [S,S,3] (the aligned crop after the edit) → a new photo with the
+    edit blended into the face region; every pixel outside it equals `photo`'s."""
+    out = photo.copy()
+    paste_into(out, edited, transform, landmarks)
+    return out
+
+
+def paste_into(photo: np.ndarray, edited: np.ndarray, transform: np.ndarray, landmarks: np.ndarray) -> None:
+    """`paste_back` in place (several faces are pasted one after another into one copy)."""
+    side = edited.shape[0]
+    (x0, y0, x1, y1), mask = face_region(landmarks, transform, side, photo.shape[:2])
+    if mask.size == 0 or not mask.any():
+        return
+    warped = cv2.warpAffine(edited, _shifted(transform, x0, y0), (x1 - x0, y1 - y0),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    region = photo[y0:y1, x0:x1]
+    inside = mask > 0
+    m = mask[inside][:, None]
+    blended = region[inside] + m * (warped[inside].astype(np.float32) - region[inside])
+    region[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _shifted(transform: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """photo → crop transform as seen from a box starting at (x0, y0)."""
+    return np.hstack([transform[:, :2], (transform[:, :2] @ [x0, y0] + transform[:, 2])[:, None]])

@@ -1,0 +1,199 @@
+"""Faces in ordinary photos: detection, landmarks, FFHQ alignment and paste-back (no editing networks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from deghost.runtime.faces import FaceFinder, NoFaceError, paste_faces
+from deghost.runtime.faces.align import align_face, ffhq_quad, quad_transform
+from deghost.runtime.faces.detector import ssd_anchors, weighted_nms
+from deghost.runtime.faces.landmarks import alignment_points
+from deghost.runtime.faces.paste import face_region
+from deghost.runtime.images import ImageError, read_image
+
+IMAGES = Path(__file__).parent / "data" / "images"
+PORTRAITS = ("astronaut.png", "grace_hopper.jpg")
+SIDE = 1024
+
+
+@pytest.fixture(scope="module")
+def finder() -> FaceFinder:
+    return FaceFinder()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return {name: read_image(IMAGES / name).rgb for name in PORTRAITS}
+
+
+def crop_scale(points) -> float:
+    """1024-crop pixels per photo pixel for a face with these alignment points (the FFHQ quad's side)."""
+    return SIDE / ffhq_quad(*points)[1]
+
+
+def warp(rgb: np.ndarray, angle: float, scale: float, shift=(0.0, 0.0), pad: int = 300
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """The photo rotated/scaled about its centre and shifted, on a canvas `pad` larger → (image, 2×3 matrix)."""
+    height, width = rgb.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
+    matrix[:, 2] += np.asarray(shift) + pad / 2
+    return cv2.warpAffine(rgb, matrix, (width + pad, height + pad), flags=cv2.INTER_CUBIC), matrix
+
+
+def test_anchors_are_the_896_ssd_centres_of_a_16x16_and_an_8x8_map():
+    anchors = ssd_anchors()
+    assert anchors.shape == (896, 2)
+    np.testing.assert_allclose(anchors[0], [0.5 / 16, 0.5 / 16])  # 2 anchors per cell on the 16² map
+    np.testing.assert_allclose(anchors[1], anchors[0])
+    np.testing.assert_allclose(anchors[512], [0.5 / 8, 0.5 / 8])  # then 6 per cell on the 8² map
+    np.testing.assert_allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_weighted_nms_merges_overlapping_boxes_by_score_and_keeps_separate_ones():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], float)
+    scores = np.array([0.9, 0.3, 0.8])
+    keypoints = np.zeros((3, 6, 2))
+    found = weighted_nms(boxes, scores, keypoints)
+    assert len(found) == 2
+    np.testing.assert_allclose(found[0].box, [0.25, 0, 10.25, 10])  # (0.9·0 + 0.3·1) / 1.2
+    assert found[0].score == pytest.approx(0.9)
+    np.testing.assert_allclose(found[1].box, boxes[2])
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_each_bundled_portrait_has_exactly_one_face(finder, photos, name):
+    faces = finder.find(photos[name], SIDE)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.crop.shape == (SIDE, SIDE, 3) and face.landmarks.shape == (468, 2)
+    eye_left, eye_right, mouth_left, mouth_right = alignment_points(face.landmarks)
+    x0, y0, x1, y1 = face.box
+    for point in (eye_left, eye_right, mouth_left, mouth_right):
+        assert x0 <= point[0] <= x1 and y0 <= point[1] <= y1
+    assert eye_left[0] < eye_right[0] and mouth_left[0] < mouth_right[0]
+    assert max(eye_left[1], eye_right[1]) < min(mouth_left[1], mouth_right[1])
+
+
+def test_a_side_by_side_composite_has_two_faces_left_to_right(finder, photos):
+    left = photos["astronaut.png"]
+    right = photos["grace_hopper.jpg"][44:556]  # the same height, 512
+    faces = finder.find(np.hstack([left, right]), SIDE)
+    assert len(faces) == 2
+    assert faces[0].box[2] < left.shape[1] <= faces[1].box[0]
+    assert len(finder.find(np.hstack([left, right]), SIDE, faces="largest")) == 1
+    assert finder.find(np.hstack([left, right]), SIDE, faces=1)[0].box[0] >= left.shape[1]
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+@pytest.mark.parametrize("angle, scale, shift", [(30, 1.3, (40, -20)), (-45, 0.8, (100, 50)), (10, 2.0, (0, 0)),
+                                                 (0, 1.0, (7.3, 3.6))])
+def test_landmarks_follow_a_known_affine_transform_within_2px_at_1024(finder, photos, name, angle, scale, shift):
+    photo = photos[name]
+    pad = 300 if scale < 1.5 else 700
+    moved, matrix = warp(photo, angle, scale, shift, pad)
+    before = finder.find(photo, SIDE)[0]
+    after = finder.find(moved, SIDE)[0]
+    expected = np.array(alignment_points(before.landmarks)) @ matrix[:, :2].T + matrix[:, 2]
+    got = np.array(alignment_points(after.landmarks))
+    error_at_1024 = np.linalg.norm(got - expected, axis=1).max() * crop_scale(got)
+    assert error_at_1024 < 2.0
+
+
+def test_alignment_of_a_photo_and_of_its_known_transform_agree(finder, photos):
+    photo = photos["grace_hopper.jpg"]
+    moved, matrix = warp(photo, 25, 1.2, (30, 10))
+    a, b = finder.find(photo, SIDE)[0], finder.find(moved, SIDE)[0]
+    # The crop transforms agree: the crop's corners, taken to the photo by a, then to the moved photo,
+    # land where b takes them, within 1 % of the side (the quad comes from 4 landmarks, each ~1 px off).
+    corners = np.array([[0.0, 0], [0, SIDE - 1], [SIDE - 1, SIDE - 1], [SIDE - 1, 0]])
+    in_photo = (corners - a.transform[:, 2]) @ np.linalg.inv(a.transform[:, :2]).T
+    in_moved = in_photo @ matrix[:, :2].T + matrix[:, 2]
+    assert np.abs(in_moved @ b.transform[:, :2].T + b.transform[:, 2] - corners).max() < 0.01 * SIDE
+    # And so do the crops' pixels, up to the two resamplings.
+    assert np.abs(a.crop.astype(float) - b.crop).mean() < 6.0
+
+
+def test_quad_transform_takes_the_quad_corners_to_the_crop_corners():
+    quad, _ = ffhq_quad(np.array([100.0, 120]), np.array([160.0, 110]), np.array([110.0, 190]), np.array([155.0, 182]))
+    transform = quad_transform(quad, SIDE)
+    corners = quad @ transform[:, :2].T + transform[:, 2]
+    # Pixel-index convention: the quad's corner points are the crop's outer corners, −0.5 and S − 0.5.
+    far = SIDE - 0.5
+    np.testing.assert_allclose(corners, [[-0.5, -0.5], [-0.5, far], [far, far], [far, -0.5]], atol=1e-9)
+
+
+def test_align_then_identity_edit_then_paste_back_returns_the_photo(finder, photos):
+    for photo in photos.values():
+        faces = finder.find(photo, SIDE)
+        out = paste_faces(photo, [face.crop for face in faces], faces)
+        (x0, y0, x1, y1), mask = face_region(faces[0].landmarks, faces[0].transform, SIDE, photo.shape[:2])
+        region = np.zeros(photo.shape[:2], bool)
+        region[y0:y1, x0:x1] = mask > 0
+        assert out.shape == photo.shape and out.dtype == np.uint8
+        assert np.array_equal(out[~region], photo[~region])  # outside the face: bit for bit
+        inside = np.abs(out[region].astype(int) - photo[region])
+        # Inside: only the two bilinear resamplings (photo → crop → photo) differ.
+        assert inside.mean() < 1.5 and np.percentile(inside, 99) <= 12
+
+
+def test_paste_back_of_an_edit_changes_only_the_face_region(finder, photos):
+    photo = photos["astronaut.png"]
+    face = finder.find(photo, SIDE)[0]
+    edited = np.full_like(face.crop, 255)
+    out = paste_faces(photo, [edited], [face])
+    changed = np.any(out != photo, axis=2)
+    ys, xs = np.nonzero(changed)
+    x0, y0, x1, y1 = face.box
+    size = max(x1 - x0, y1 - y0)
+    assert xs.min() > x0 - size and xs.max() < x1 + size and ys.min() > y0 - size and ys.max() < y1 + size
+    eye = alignment_points(face.landmarks)[0].round().astype(int)
+    assert (out[eye[1], eye[0]] == 255).all()  # the centre of the face is the edit's
+
+
+def test_a_photo_without_a_face_raises_no_face_error_naming_the_fix(finder):
+    sky = np.full((300, 400, 3), (120, 170, 230), np.uint8)
+    with pytest.raises(NoFaceError, match="no face of at least 40 px") as info:
+        finder.find(sky, SIDE)
+    assert isinstance(info.value, ImageError)
+
+
+def test_a_face_smaller_than_min_face_is_not_edited(finder, photos):
+    small = cv2.resize(photos["grace_hopper.jpg"], None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    assert len(finder.find(small, SIDE, min_face=20)) == 1
+    with pytest.raises(NoFaceError):
+        finder.find(small, SIDE, min_face=80)
+
+
+def test_a_face_number_beyond_the_faces_found_is_a_clear_error(finder, photos):
+    with pytest.raises(NoFaceError, match="face 3 asked for, but the photo has 1"):
+        finder.find(photos["astronaut.png"], SIDE, faces=3)
+
+
+def test_a_face_cut_by_the_border_is_aligned_with_reflect_padding(finder, photos):
+    photo = photos["grace_hopper.jpg"]
+    cut = photo[:, 230:]  # the left half of the face is gone
+    faces = finder.find(cut, SIDE)
+    assert len(faces) == 1
+    out = paste_faces(cut, [faces[0].crop], faces)
+    assert out.shape == cut.shape
+
+
+def test_a_huge_photo_is_found_like_its_small_copy(finder, photos):
+    photo = photos["astronaut.png"]
+    huge = cv2.resize(photo, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)  # 4096²
+    small, big = finder.find(photo, 256)[0], finder.find(huge, 256)[0]
+    np.testing.assert_allclose(np.array(alignment_points(big.landmarks)) / 8,
+                               np.array(alignment_points(small.landmarks)), atol=1.5)
+    assert big.crop.shape == (256, 256, 3)
+
+
+def test_alignment_of_a_border_face_marks_the_crop_as_padded():
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    points = (np.array([20.0, 90]), np.array([60.0, 90]), np.array([25.0, 140]), np.array([55.0, 140]))
+    assert align_face(rgb, points, 256).padded
+    centred = tuple(p + 70 for p in points)
+    assert not align_face(np.zeros((600, 600, 3), np.uint8), centred, 256).padded
