@@ -12,24 +12,8 @@ import numpy as np
 
 from benchmarks.machine import matmul_peak_gflops
 from deghost.manifest import Manifest
+from deghost.stages import example_feeds as stage_inputs
 from deghost.stages import stage_table
-
-
-def stage_inputs(stage, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs with each tensor's shape and range: images in [-1,1], masks in [0,1], class 0, W+ normal."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in stage.inputs:
-        shape = spec.concrete_shape(batch)
-        if spec.dtype == "int64":
-            feeds[spec.name] = np.zeros(shape, np.int64)
-        elif spec.name == "w":
-            feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32)
-        elif spec.name == "mask":
-            feeds[spec.name] = rng.random(shape, dtype=np.float32)
-        else:
-            feeds[spec.name] = rng.random(shape, dtype=np.float32) * 2 - 1
-    return feeds
 
 
 def median_seconds(run, repeats: int = 2) -> float:

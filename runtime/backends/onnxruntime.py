@@ -26,11 +26,16 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 
 
+def has_cuda_provider() -> bool:
+    """True where this onnxruntime build has the CUDA provider (onnxruntime-gpu)."""
+    return _CUDA in ort.get_available_providers()
+
+
 def providers_to_try(device: str = "auto") -> list[str]:
     """CUDA first where this onnxruntime build has it (device "auto" or "cuda"), always CPU last."""
     if device not in ("auto", "cuda", "cpu"):
         raise BackendError(f"unknown ONNX Runtime device {device!r}; choose auto, cuda or cpu")
-    has_cuda = _CUDA in ort.get_available_providers()
+    has_cuda = has_cuda_provider()
     if device == "cuda" and not has_cuda:
         raise BackendError(
             "ONNX Runtime on CUDA requested, but this onnxruntime has no CUDA provider; "
