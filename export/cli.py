@@ -17,7 +17,7 @@ def add_build_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "build",
-        help="export every stage to ONNX (FP32, FP16) and build TensorRT engines",
+        help="export every stage to ONNX (FP32; FP16 where TensorRT is) and build TensorRT engines",
         description=DESCRIPTION,
         epilog=EPILOG.replace("python export/build_engines.py", "deghost build"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,9 +33,9 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "export",
-        help="export every stage to validated ONNX graphs (FP32, FP16) only; no TensorRT needed",
+        help="export every stage to validated ONNX graphs (FP32; FP16 with --precision fp16) only; no TensorRT needed",
         description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime, and\n"
-        "convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
+        "with --precision fp16 convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
         "--onnx-only`. The runtime runs these graphs with ONNX Runtime; `deghost build` adds TensorRT\n"
         "engines on a machine that has TensorRT.",
         epilog="examples:\n  deghost export --random-init 0 --preset tiny --precision fp32 --out engines-tiny/\n"

@@ -28,7 +28,7 @@ from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host
 
 log = logging.getLogger("deghost.runtime")
 
-INSTALL_HINT = 'pip install "deghost[openvino]"  (or: pip install openvino)'
+INSTALL_HINT = 'pip install "deghost[openvino]"'  # a core dependency on x86; the extra elsewhere
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours → OpenVINO's INFERENCE_PRECISION_HINT
 RECORD = "openvino_bf16"  # key of the bf16 accuracy record in an FP32 graph's `validation`
 
