@@ -1,4 +1,5 @@
-"""What machine a figure comes from, and how fast it can go (a large matmul = the practical peak)."""
+"""What machine a figure comes from, and how fast it can go: the theoretical FMA peak and the best
+sustained kernel, per precision (`cpu_peaks`); a PyTorch matmul for the GPU."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Peak memory of one pipeline edit, measured in this fresh process; prints one JSON line.
 
-    python -m benchmarks.memory_probe --engines DIR --backend onnxruntime|onnxruntime-arena|openvino|openvino-bf16|pytorch
+    python -m benchmarks.memory_probe --engines DIR
+        --backend onnxruntime|onnxruntime-arena|openvino|openvino-bf16|pytorch
                                       --suppress network|eogi [--edits 3]
 
 A fresh process because allocators keep their pools: in a process that has already run a pipeline,

@@ -60,7 +60,7 @@ def test_cpu_backends_per_stage_and_end_to_end(benchmark, torch_module, engines,
             reference = None
             for kind, precision in CONFIGS:
                 backend = open_backend(manifest, name, kind, precision, threads=threads, device="cpu")
-                seconds = best_seconds(lambda b=backend: b.run(feeds))
+                seconds = best_seconds(lambda b=backend, f=feeds: b.run(f))
                 outputs = backend.run(feeds)
                 reference = reference if kind == "onnxruntime" or reference is not None else outputs
                 error = max(relative_errors(reference, outputs).values()) if kind == "openvino" else None

@@ -26,8 +26,9 @@ DESCRIPTION = """\
 Edit aligned face images: invert them with pSp, move the latent along an attribute direction,
 render with StyleGAN2, blend the edit in with the Diff-CAM mask, and suppress the ghosting
 artifacts of that blend. Runs on TensorRT engines where they load, else on the ONNX graphs
-(ONNX Runtime on CUDA; on a CPU, OpenVINO where installed, else ONNX Runtime). Inputs are files or folders (their image files); faces should be
-FFHQ-aligned and square (others are center-cropped and resized, with a warning)."""
+(ONNX Runtime on CUDA; on a CPU, OpenVINO where installed, else ONNX Runtime). Inputs are files
+or folders (their image files); faces should be FFHQ-aligned and square (others are center-cropped
+and resized, with a warning)."""
 
 EPILOG = f"""\
 suppress modes:

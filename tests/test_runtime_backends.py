@@ -177,7 +177,8 @@ def test_a_pipeline_logs_its_backend_choice_once_as_a_table(toy_manifest, caplog
         pipe.prepare()
         pipe.prepare()
     tables = [r.getMessage() for r in caplog.records if r.getMessage().startswith("backends:")]
-    assert len(tables) == 1 and tables[0].splitlines()[-1].split(None, 4) == ["toy", "onnxruntime", "cpu", "fp32", "asked for"]
+    assert len(tables) == 1
+    assert tables[0].splitlines()[-1].split(None, 4) == ["toy", "onnxruntime", "cpu", "fp32", "asked for"]
 
 
 @pytest.mark.parametrize(("backend", "device"), [("tensorrt", "cpu"), ("openvino", "cuda")])

@@ -13,8 +13,8 @@ import pytest
 from deghost.manifest import Manifest
 from deghost.runtime.backends import BackendError, open_backend
 from deghost.runtime.backends import openvino as ov_backend
-from deghost.runtime.pipeline import Pipeline
 from deghost.runtime.images import read_image
+from deghost.runtime.pipeline import Pipeline
 from tests.test_runtime_cli import ASTRONAUT, parser
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install deghost[openvino]")

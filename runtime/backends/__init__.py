@@ -339,7 +339,7 @@ def choice_table(backends: dict[str, Backend]) -> str:
     rows = [("stage", "backend", "device", "precision", "why")]
     rows += [(stage, b.kind, b.device, computes_in(b), getattr(b, "why", "")) for stage, b in backends.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
                      for row in rows)
 
 
