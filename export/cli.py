@@ -33,7 +33,7 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "export",
-        help="export every stage to validated ONNX graphs (FP32; FP16 with --precision fp16) only; no TensorRT needed",
+        help="export every stage to validated ONNX graphs (FP32; FP16 if asked) only; no TensorRT needed",
         description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime, and\n"
         "with --precision fp16 convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
         "--onnx-only`. The runtime runs these graphs with ONNX Runtime; `deghost build` adds TensorRT\n"
