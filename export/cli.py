@@ -34,10 +34,10 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="export every stage to validated ONNX graphs (FP32; FP16 if asked) only; no TensorRT needed",
-        description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime, and\n"
-        "with --precision fp16 convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
-        "--onnx-only`. The runtime runs these graphs with ONNX Runtime; `deghost build` adds TensorRT\n"
-        "engines on a machine that has TensorRT.",
+        description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime (with\n"
+        "--precision fp16 also converted to FP16, validated against FP32), recorded in OUT/manifest.json:\n"
+        "`deghost build --onnx-only`. The runtime runs these graphs with OpenVINO or ONNX Runtime;\n"
+        "`deghost build` adds TensorRT engines on a machine that has TensorRT.",
         epilog="examples:\n  deghost export --random-init 0 --preset tiny --precision fp32 --out engines-tiny/\n"
         "  deghost export --checkpoints checkpoints/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
