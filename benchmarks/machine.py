@@ -1,4 +1,5 @@
-"""What machine a figure comes from, and how fast it can go (a large matmul = the practical peak)."""
+"""What machine a figure comes from, and how fast it can go: the theoretical FMA peak and the best
+sustained kernel, per precision (`cpu_peaks`); a PyTorch matmul for the GPU."""
 
 from __future__ import annotations
 
@@ -58,3 +59,78 @@ def matmul_peak_gflops(torch_module, size: int = 4096, repeats: int = 3, device:
         a @ b
     sync()
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+# -- the CPU's peak: theoretical (vector FMA width × cores × clock) and the best sustained kernel ------
+
+def cpu_flags() -> tuple[str, set[str], int, float]:
+    """(vendor, flags, family, MHz) of CPU 0 from /proc/cpuinfo (empty values where it is absent)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return (fields.get("vendor_id", ""), set(fields.get("flags", "").split()), int(fields.get("cpu family", 0) or 0),
+            float(fields.get("cpu MHz", 0) or 0))
+
+
+def theoretical_peak_gflops() -> dict:
+    """FP32 and BF16 GFLOP/s = cores × clock × FLOP per cycle, from /proc/cpuinfo, with how it was derived.
+
+    FLOP per cycle (FP32) = 2 (an FMA) × FP32 lanes per FMA × 2 FMA pipes (every x86 server core since
+    Haswell). AMD Zen 2-4 (families 23, 25) execute 512-bit instructions on 256-bit pipes, so their lanes
+    are 8 whatever the ISA. BF16 dot products (avx512_bf16) do twice FP32's multiply-adds per lane.
+    The clock is the one /proc/cpuinfo reports (nominal under a hypervisor): boost can exceed it.
+    """
+    vendor, flags, family, mhz = cpu_flags()
+    bits = 512 if "avx512f" in flags else 256 if "avx2" in flags and "fma" in flags else 128
+    if vendor == "AuthenticAMD" and family in (23, 25):
+        bits = min(bits, 256)
+    per_cycle = 2 * bits // 32 * 2
+    cores = os.cpu_count() or 1
+    fp32 = cores * mhz / 1e3 * per_cycle
+    bf16 = 2 * fp32 if "avx512_bf16" in flags or "amx_bf16" in flags else None
+    return {"fp32": fp32, "bf16": bf16, "derivation": f"{cores} cores × {mhz / 1e3:.2f} GHz × {per_cycle} FLOP/cycle "
+            f"({bits}-bit FMA × 2 pipes){'; bf16 dot products 2× fp32' if bf16 else '; no bf16 instructions'}"}
+
+
+def openvino_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -> float | None:
+    """Best GFLOP/s of a size² FP32 matmul compiled by OpenVINO at `precision` ("fp32"/"bf16"); None
+    without OpenVINO. The best of several runs: the sustained rate of a kernel that fits the machine."""
+    try:
+        import numpy as np
+        import openvino as ov
+        from openvino import opset13 as ops
+    except ImportError:
+        return None
+    a = ops.parameter([size, size], ov.Type.f32, name="a")
+    b = ops.constant(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
+    model = ov.Model([ops.matmul(a, b, False, False)], [a])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}
+                                                      [precision], "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    feed = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    request.infer([feed])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        request.infer([feed])
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def cpu_peaks(torch_module=None) -> dict:
+    """{"fp32": GFLOP/s, "bf16": GFLOP/s or None, ...}: the best sustained kernel per precision (a large
+    matmul on OpenVINO, and on PyTorch for FP32), beside the theoretical figures."""
+    theory = theoretical_peak_gflops()
+    fp32 = [openvino_matmul_gflops("fp32")]
+    if torch_module is not None:
+        fp32.append(matmul_peak_gflops(torch_module))
+    bf16 = openvino_matmul_gflops("bf16") if theory["bf16"] else None
+    return {"fp32": max(v for v in fp32 if v), "bf16": bf16, "theoretical fp32": theory["fp32"],
+            "theoretical bf16": theory["bf16"], "derivation": theory["derivation"]}

@@ -1,6 +1,7 @@
 """Peak memory of one pipeline edit, measured in this fresh process; prints one JSON line.
 
-    python -m benchmarks.memory_probe --engines DIR --backend onnxruntime|onnxruntime-arena|pytorch
+    python -m benchmarks.memory_probe --engines DIR
+        --backend onnxruntime|onnxruntime-arena|openvino|openvino-bf16|pytorch
                                       --suppress network|eogi [--edits 3]
 
 A fresh process because allocators keep their pools: in a process that has already run a pipeline,
@@ -18,6 +19,9 @@ import time
 from pathlib import Path
 
 BACKENDS = ("onnxruntime", "onnxruntime-arena", "pytorch")  # arena: Pipeline(memory_arena=True)
+CPU_BACKENDS = ("openvino", "openvino-bf16")  # OpenVINO fp32 / bf16 (probed where openvino is installed)
+RUNTIME = {"onnxruntime": ("onnxruntime", "fp32"), "onnxruntime-arena": ("onnxruntime", "fp32"),
+           "pytorch": ("onnxruntime", "fp32"), "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16")}
 
 
 def status_mib(field: str) -> float:
@@ -42,12 +46,15 @@ def probe(engines: str, backend: str, suppress: str, threads: int, repeats: int 
         from deghost.export.torch_pipeline import TorchPipeline
 
         torch.set_num_threads(threads)
+    elif backend.startswith("openvino"):
+        import openvino  # noqa: F401  (imported when the first stage compiles; counted with the imports)
     else:
         import onnxruntime  # noqa: F401  (imported when the first session opens; counted with the imports)
     after_imports = status_mib("VmRSS")
 
     # Opens its stages on first use: for the pytorch probe it only gives the preset, directions and input.
-    runtime = Pipeline.load(engines, backend="onnxruntime", threads=threads,
+    kind, precision = RUNTIME[backend]
+    runtime = Pipeline.load(engines, backend=kind, precision=precision, threads=threads, device="cpu",
                             memory_arena=backend == "onnxruntime-arena")
     if backend == "pytorch":
         stages = ["encoder", "generator", "diffcam", SUPPRESS_STAGES[suppress]]
@@ -81,7 +88,7 @@ def probe(engines: str, backend: str, suppress: str, threads: int, repeats: int 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", required=True, help="engine folder with manifest.json")
-    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--backend", required=True, choices=BACKENDS + CPU_BACKENDS)
     parser.add_argument("--suppress", default="network", choices=["network", "eogi"])
     parser.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime intra-op threads")
     parser.add_argument("--edits", type=int, default=3, help="edits of the face, one after another (default: 3)")

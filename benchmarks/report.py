@@ -43,9 +43,23 @@ class Report:
             lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 
+    def keep_earlier(self, path: Path) -> None:
+        """Keep the sections (and notes) of an earlier results.json that this run did not measure, so
+        a run of some benchmarks adds to the results files instead of replacing them."""
+        if not path.is_file():
+            return
+        earlier = json.loads(path.read_text())
+        kept = [title for title in earlier.get("sections", {}) if title not in self.sections]
+        for title in kept:
+            self.sections[title] = earlier["sections"][title]
+        if kept:
+            self.notes += [note for note in earlier.get("notes", []) if note not in self.notes]
+            self.notes.append(f"Sections kept from an earlier run on the same preset: {'; '.join(kept)}.")
+
     def write(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / "results.json", folder / "results.md"]
+        self.keep_earlier(paths[0])
         paths[0].write_text(json.dumps({"machine": self.machine, "sections": self.sections, "notes": self.notes},
                                        indent=2, default=str) + "\n")
         paths[1].write_text(self.markdown())

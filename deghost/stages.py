@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from deghost.presets import Preset, get_preset
 
 BATCH = "B"
@@ -84,3 +86,22 @@ def stage_table(preset: str | Preset = "ffhq1024") -> dict[str, Stage]:
 
 
 STAGE_NAMES = tuple(stage_table())
+
+
+def example_feeds(stage: Stage, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs in each tensor's range: images in [-1,1], masks in [0,1], class 0, W+ standard normal.
+
+    For timing and for precision checks (bf16 vs f32) of a graph without its PyTorch model."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in stage.inputs:
+        shape = spec.concrete_shape(batch)
+        if spec.dtype == "int64":
+            feeds[spec.name] = np.zeros(shape, np.int64)
+        elif spec.name == "w":
+            feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32)
+        elif spec.name == "mask":
+            feeds[spec.name] = rng.random(shape, dtype=np.float32)
+        else:
+            feeds[spec.name] = rng.random(shape, dtype=np.float32) * 2 - 1
+    return feeds

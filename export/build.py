@@ -31,7 +31,9 @@ class BuildOptions:
     out: Path = Path("engines")
     preset: str = DEFAULT_PRESET
     stages: Sequence[str] = STAGE_NAMES
-    precision: str = "fp16"  # of the engines; fp16 also writes the FP16 ONNX they are built from
+    # Of the engines; fp16 also writes the FP16 ONNX they are built from. None: fp16 where TensorRT
+    # builds engines, else fp32 only (no CPU backend runs the FP16 graphs: 1.4 of 3.7 GB at ffhq1024).
+    precision: str | None = None
     checkpoints: Path | None = None
     random_init: int | None = None
     suppressor: Path | None = None  # a suppressor checkpoint other than <checkpoints>/maresunet.pt
@@ -52,12 +54,12 @@ class BuildOptions:
         unknown = [s for s in self.stages if s not in STAGE_NAMES]
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGE_NAMES)}")
-        if self.precision not in ("fp16", "fp32"):
+        if self.precision not in (None, "fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
         low, opt, high = self.batch
         if not 1 <= low <= opt <= high:
             raise ValueError(f"--batch needs 1 <= min <= opt <= max, got {low}:{opt}:{high}")
-        if self.fp16_builder_flag and self.precision != "fp16":
+        if self.fp16_builder_flag and self.precision == "fp32":
             raise ValueError("--fp16-builder-flag builds FP16 engines; it cannot be combined with --precision fp32")
 
 
@@ -95,6 +97,8 @@ class Builder:
         self.preset = get_preset(options.preset)
         self.table = stage_table(self.preset)
         self.manifest = self._open_manifest(options.out)
+        self.precision = options.precision or "fp32"  # set by `run` from the machine when not asked
+        self.written: list[str] = []  # "stage kind precision" of each artifact (re)built by this run
         if options.random_init is not None:
             self.sources = sources.random_sources(self.preset, options.random_init, options.stages)
             if options.suppressor is not None and "suppressor" in options.stages:
@@ -113,6 +117,7 @@ class Builder:
 
     def _done(self, artifact: Artifact, inputs: dict) -> Artifact:
         artifact.extra["inputs"] = inputs
+        self.written.append(f"{artifact.stage} {artifact.kind} {artifact.precision}")
         self.manifest.put(artifact)
         self.manifest.save()
         return artifact
@@ -163,19 +168,40 @@ class Builder:
         inputs = {"onnx_sha256": onnx.sha256, "tensorrt_version": environment.tensorrt_version,
                   "gpu_name": environment.gpu_name, "compute_capability": environment.compute_capability,
                   "batch": ":".join(map(str, batch)), "network": network, "deghost_version": __version__}
-        if not self._needed(stage.name, "tensorrt", self.options.precision, inputs):
-            return self.manifest.find(stage.name, "tensorrt", self.options.precision)
-        target = self.options.out / f"{stage.name}.{self.options.precision}.plan"
+        if not self._needed(stage.name, "tensorrt", self.precision, inputs):
+            return self.manifest.find(stage.name, "tensorrt", self.precision)
+        target = self.options.out / f"{stage.name}.{self.precision}.plan"
         validation = build_engine(self.manifest.file_of(onnx), stage, target, batch, network,
                                   self.options.workspace_gb, self.options.out / "timing.cache",
                                   reference_onnx=self.manifest.file_of(fp32), log=self.log)
-        artifact = self._artifact(stage, "tensorrt", self.options.precision, target, onnx.source, validation,
+        artifact = self._artifact(stage, "tensorrt", self.precision, target, onnx.source, validation,
                                   profile=batch)
         artifact.onnx_sha256 = onnx.sha256
         artifact.tensorrt_version = environment.tensorrt_version
         artifact.gpu_name = environment.gpu_name
         artifact.compute_capability = environment.compute_capability
         return self._done(artifact, inputs)
+
+    def bf16_accuracy(self, stage: Stage, fp32: Artifact) -> None:
+        """Record the FP32 graph's bf16 error on OpenVINO (the runtime then runs bf16 only where it is in
+        bound); skipped without OpenVINO (the runtime measures it on first use) or when already recorded."""
+        from deghost.runtime.backends.openvino import RECORD, bf16_accuracy, unavailable_reason
+
+        if RECORD in fp32.validation or unavailable_reason() is not None:
+            return
+        record = bf16_accuracy(self.manifest.file_of(fp32), stage.name, self.preset.name)
+        fp32.validation[RECORD] = record
+        self.manifest.save()
+        self.log(f"{stage.name}: bf16 error {record['worst']:.2g} (bound {record['bound']:.2g}): "
+                 + ("runs bf16 when asked" if record["within"] else "runs fp32 even when bf16 is asked"))
+
+    def summary(self, environment) -> str:
+        """What this run wrote, and why these precisions."""
+        why = ("asked for (--precision)" if self.options.precision else
+               "TensorRT is here: FP16 graphs and engines" if environment is not None else
+               "no TensorRT here, and no CPU backend runs FP16 graphs: FP32 only (--precision fp16 writes them)")
+        built = ", ".join(self.written) or "nothing (everything unchanged)"
+        return f"precision {self.precision}: {why}. Built: {built}"
 
     def _artifact(self, stage: Stage, kind: str, precision: str, path: Path, source: str, validation: dict,
                   profile: tuple[int, int, int] | None = None) -> Artifact:
@@ -188,13 +214,15 @@ class Builder:
     def run(self, environment) -> Manifest:
         from tqdm import tqdm
 
+        self.precision = self.options.precision or ("fp16" if environment is not None else "fp32")
         self.directions()
         progress = tqdm(self.options.stages, desc="stages", unit="stage", file=sys.stderr)
         for name in progress:
             progress.set_postfix_str(name)
             stage = self.table[name]
             fp32, fp32_outputs = self.onnx_fp32(stage)
-            onnx = self.onnx_fp16(stage, fp32, fp32_outputs) if self.options.precision == "fp16" else fp32
+            self.bf16_accuracy(stage, fp32)
+            onnx = self.onnx_fp16(stage, fp32, fp32_outputs) if self.precision == "fp16" else fp32
             if environment is not None:
                 engine_onnx = fp32 if self.options.fp16_builder_flag else onnx
                 self.engine(stage, engine_onnx, fp32, environment)
@@ -221,7 +249,9 @@ def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Ma
                 raise BuildError(f"{error}. --require-tensorrt was given: engines are needed") from error
             log(f"TensorRT is not available ({error}): building and validating the ONNX graphs only. "
                 "For engines, fix that and re-run (unchanged ONNX graphs are reused).")
-    manifest = Builder(options, log).run(environment)
+    builder = Builder(options, log)
+    manifest = builder.run(environment)
+    log(builder.summary(environment))
     log(f"wrote {manifest.path}" + ("" if environment is not None or options.onnx_only else " (ONNX only)"))
     return manifest
 
@@ -252,9 +282,10 @@ def add_build_arguments(parser: argparse.ArgumentParser, engines: bool = True) -
                         help="network sizes: ffhq1024 = the paper's, tiny = fast (default: %(default)s)")
     parser.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES), metavar="STAGE",
                         help=f"stages to build (default: all: {' '.join(STAGE_NAMES)})")
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default=None,
                         help="engine precision; fp16 also writes <stage>.fp16.onnx, with the StyleGAN2 parts "
-                        "that need it kept in FP32 (default: %(default)s)")
+                        "that need it kept in FP32 (default: fp16 where TensorRT builds engines, else fp32 only: "
+                        "no CPU backend runs FP16 graphs)")
     parser.add_argument("--out", type=Path, default=Path("engines"), metavar="DIR",
                         help="output folder for graphs, engines, directions/ and manifest.json (default: engines/)")
     if not engines:

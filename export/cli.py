@@ -17,7 +17,7 @@ def add_build_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "build",
-        help="export every stage to ONNX (FP32, FP16) and build TensorRT engines",
+        help="export every stage to ONNX (FP32; FP16 where TensorRT is) and build TensorRT engines",
         description=DESCRIPTION,
         epilog=EPILOG.replace("python export/build_engines.py", "deghost build"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,11 +33,11 @@ def add_export_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "export",
-        help="export every stage to validated ONNX graphs (FP32, FP16) only; no TensorRT needed",
-        description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime, and\n"
-        "convert it to FP16 (validated against FP32), recorded in OUT/manifest.json: `deghost build\n"
-        "--onnx-only`. The runtime runs these graphs with ONNX Runtime; `deghost build` adds TensorRT\n"
-        "engines on a machine that has TensorRT.",
+        help="export every stage to validated ONNX graphs (FP32; FP16 if asked) only; no TensorRT needed",
+        description="Export every pipeline stage to ONNX, validated against PyTorch with ONNX Runtime (with\n"
+        "--precision fp16 also converted to FP16, validated against FP32), recorded in OUT/manifest.json:\n"
+        "`deghost build --onnx-only`. The runtime runs these graphs with OpenVINO or ONNX Runtime;\n"
+        "`deghost build` adds TensorRT engines on a machine that has TensorRT.",
         epilog="examples:\n  deghost export --random-init 0 --preset tiny --precision fp32 --out engines-tiny/\n"
         "  deghost export --checkpoints checkpoints/",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import BACKENDS, BackendError
+from .backends import BACKENDS, DEVICES, PRECISIONS, BackendError
 from .directions import DEFAULT_ALPHA
 from .faces import MIN_FACE
 from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
@@ -28,9 +28,10 @@ Edit the faces in photos: find every face, align it the FFHQ way (eyes and mouth
 in a square crop), invert it with pSp, move the latent along an attribute direction, render with
 StyleGAN2, blend the edit in with the Diff-CAM mask, suppress the ghosting artifacts of that blend,
 and paste the edited face back into the photo (same size; outside the faces it is unchanged).
-Runs on TensorRT engines where they load, else on the ONNX graphs (ONNX Runtime, CUDA or CPU).
-Inputs are files or folders (their image files); --aligned takes already FFHQ-aligned square
-crops as they are (others are center-cropped and resized, with a warning)."""
+Runs on TensorRT engines where they load, else on the ONNX graphs (ONNX Runtime on CUDA; on a CPU,
+OpenVINO where installed, else ONNX Runtime). Inputs are files or folders (their image files);
+--aligned takes already FFHQ-aligned square crops as they are (others are center-cropped and
+resized, with a warning)."""
 
 EPILOG = f"""\
 suppress modes:
@@ -51,6 +52,12 @@ examples:
   deghost edit ffhq_crops/ --aligned --out out/                   inputs already FFHQ-aligned
   deghost edit a.png b.png --attribute age beard --alpha -10 20 --out out/ --grid
   deghost edit a.png --attribute my_direction.npy --class-index 15 --out out/
+  deghost edit photos/ --out edited/ --precision bf16              CPU: OpenVINO bf16, ~2x faster
+
+backends and precision: auto takes TensorRT engines where they load, then ONNX Runtime on CUDA,
+then on a CPU OpenVINO (pip install "deghost[openvino]") or ONNX Runtime; the choice is logged
+once as a table. auto never lowers precision: --precision bf16 (CPU, OpenVINO) or fp16 (GPU) asks
+for it; bf16 runs only the stages whose recorded bf16 error is within bound, the others in fp32.
 
 exit codes: {EXIT_OK} all done, {EXIT_SOME_FAILED} some inputs failed (listed; the rest are written),
   {EXIT_USAGE} usage or configuration error (e.g. no engines: build them with deghost build)
@@ -88,13 +95,20 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
                         help="folder with manifest.json, engines/graphs and directions/ (default: engines/)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where the engines load, else ONNX Runtime (default: auto)")
+                        help="auto: TensorRT where the engines load, else ONNX Runtime on CUDA, else the fastest "
+                        "CPU backend installed: OpenVINO, else ONNX Runtime (default: auto)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the networks run: cpu never uses the GPU (default: auto, the GPU where a GPU "
+                        "backend loads)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: fp16 TensorRT engines as built, else fp32; bf16: OpenVINO on the CPU, the "
+                        "stages within their recorded bf16 bound (default: auto)")
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference batch (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--grid", action="store_true",
                         help="also save original | fused | EOGI | ours side by side (runs network and eogi)")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="ONNX Runtime threads per operator (default: all cores)")
+                        help="CPU threads per operator, ONNX Runtime or OpenVINO (default: all cores)")
     parser.add_argument("--memory-arena", action="store_true",
                         help="ONNX Runtime on CPU: keep activations in per-session arenas instead of freeing them "
                         "after each stage (1024²: 5.8 instead of 3.1 GB peak; no faster on a 2-core CPU)")
@@ -121,8 +135,8 @@ def _edit(args: argparse.Namespace) -> int:
     if not inputs:
         return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
     try:
-        with Pipeline.load(args.engines, backend=args.backend, threads=args.threads,
-                           memory_arena=args.memory_arena) as pipe:
+        with Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
+                           memory_arena=args.memory_arena, device=args.device) as pipe:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
             report = run_folder(pipe, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch,

@@ -20,6 +20,7 @@ reconstruction is rendered once and the generator's outputs reach the next stage
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from deghost.files import sha256_of
 from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
 
-from .backends import Backend, DeviceTensor, open_backend
+from .backends import Backend, DeviceTensor, choice_table, computes_in, open_backend
 from .blend import face_mask, mix, poisson_blend
 from .directions import DEFAULT_ALPHA, apply_direction, load_direction
 from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces
@@ -42,6 +43,7 @@ from .images import ImageError, from_model_output, to_model_input
 Images = np.ndarray | Sequence[np.ndarray]  # see Pipeline.edit
 SUPPRESS_MODES = ("network", "poisson", "eogi", "none")
 SUPPRESS_STAGES = {"network": "suppressor", "eogi": "deghosting", "poisson": "face_parser", "none": None}
+log = logging.getLogger("deghost.runtime")
 UNTRAINED_LABEL = "untrained weights: timings and plumbing only"
 GLUE = "glue"  # timing key: everything outside the backends and the blend (conversions, copies, fusion)
 BLEND = "blend"  # timing key: face masks and seamlessClone
@@ -115,7 +117,7 @@ class Pipeline:
     """The stages of one engine folder, opened on first use (see the module docstring)."""
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
-                 precision: str | None = None, memory_arena: bool = False):
+                 precision: str | None = None, memory_arena: bool = False, device: str = "auto"):
         if not manifest.artifacts:
             raise ManifestError(
                 f"{manifest.path} lists nothing; build it: {build_command(manifest.folder)}"
@@ -124,17 +126,21 @@ class Pipeline:
         if len(presets) != 1:
             raise ManifestError(f"{manifest.path} mixes presets {sorted(presets)}; rebuild all stages with one")
         self.manifest, self.preset = manifest, get_preset(presets.pop())
-        self.backend_name, self.threads, self.precision = backend, threads, precision
+        self.backend_name, self.threads, self.precision, self.device = backend, threads, precision, device
         self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: keeps activations resident
         self._backends: dict[str, Backend] = {}
         self._face_finder: FaceFinder | None = None
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
+        self._reported: set[str] = set()  # stages whose backend choice has been logged
 
     @classmethod
     def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
-             precision: str | None = None, memory_arena: bool = False) -> Pipeline:
-        """The pipeline of the engines and graphs listed in `folder`/manifest.json."""
-        return cls(Manifest.load(folder), backend, threads, precision, memory_arena)
+             precision: str | None = None, memory_arena: bool = False, device: str = "auto") -> Pipeline:
+        """The pipeline of the engines and graphs listed in `folder`/manifest.json.
+
+        backend: "auto", "tensorrt", "onnxruntime" or "openvino"; device: "auto", "cpu" or "cuda";
+        precision: "auto" (None), "fp32", "fp16" or "bf16" (see `deghost.runtime.backends.open_backend`)."""
+        return cls(Manifest.load(folder), backend, threads, precision, memory_arena, device)
 
     # -- what the folder holds ----------------------------------------------------------------------
 
@@ -153,19 +159,23 @@ class Pipeline:
         """The stage's backend, opened on first use (TensorRT or ONNX Runtime, see `open_backend`)."""
         if stage not in self._backends:
             self._backends[stage] = open_backend(self.manifest, stage, self.backend_name, self.precision,
-                                                 self.threads, self.memory_arena)
+                                                 self.threads, self.memory_arena, self.device)
         return self._backends[stage]
 
     def prepare(self, suppress: str | Sequence[str] = "network") -> dict[str, str]:
-        """Open every stage the suppress modes need now, so configuration errors come before any work;
-        returns `describe()`."""
+        """Open every stage the suppress modes need now, so configuration errors come before any work,
+        and log the choice (`choice_table`) of the stages not reported yet; returns `describe()`."""
         for stage in self._stages_for(_modes(suppress)):
             self.backend(stage)
+        new = {stage: b for stage, b in self._backends.items() if stage not in self._reported}
+        if new:
+            log.info("backends:\n%s", choice_table(new))
+            self._reported.update(new)
         return self.describe()
 
     def describe(self) -> dict[str, str]:
-        """Each opened stage → "kind/device precision", e.g. "onnxruntime/cpu fp32"."""
-        return {stage: f"{b.kind}/{b.device} {b.artifact.precision}" for stage, b in self._backends.items()}
+        """Each opened stage → "kind/device precision", e.g. "onnxruntime/cpu fp32", "openvino/cpu bf16"."""
+        return {stage: f"{b.kind}/{b.device} {computes_in(b)}" for stage, b in self._backends.items()}
 
     @staticmethod
     def _stages_for(modes: Sequence[str]) -> list[str]:
@@ -174,7 +184,7 @@ class Pipeline:
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
-        self._backends = {}
+        self._backends, self._reported = {}, set()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -277,6 +287,7 @@ class Pipeline:
         """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once)."""
         started = time.perf_counter()
         modes = _modes(suppress)
+        self.prepare(modes)
         batch, warnings = self.model_batch(images)
         edits, timer = list(edits), _Timer()
         n_images, n_edits = len(batch), len(edits)

@@ -171,3 +171,17 @@ def test_a_missing_direction_is_listed_under_both_accepted_names(tmp_path):
 
     with pytest.raises(SourceError, match="smile.npy or Smiling.npy, age.npy or Old.npy"):
         write_directions(tmp_path / "out", tmp_path)
+
+
+def test_without_tensorrt_the_build_writes_fp32_only_says_why_and_records_bf16_accuracy(tmp_path):
+    logged: list[str] = []
+    manifest = build(BuildOptions(out=tmp_path, preset="tiny", stages=("face_parser",), random_init=0,
+                                  onnx_only=True), log=logged.append)
+    assert [(a.kind, a.precision) for a in manifest.artifacts] == [("onnx", "fp32")]
+    assert not list(tmp_path.glob("*.fp16.onnx"))
+    assert any("precision fp32: no TensorRT here" in line and "Built: face_parser onnx fp32" in line
+               for line in logged)
+    pytest.importorskip("openvino", reason="the bf16 record needs OpenVINO")
+    record = manifest.artifacts[0].validation["openvino_bf16"]
+    assert record["bound"] == 1e-2 and record["within"] == (record["worst"] <= 1e-2)
+    assert 0 <= record["errors"]["labels"] <= 1  # a fraction of pixels

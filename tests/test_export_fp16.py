@@ -31,7 +31,8 @@ def fp16_build(fp32_dir: Path, out: Path, stages) -> Manifest:
         except OSError:  # another file system
             shutil.copy(fp32_dir / name, out / name)
     logged: list[str] = []
-    manifest = build(BuildOptions(out=out, preset="tiny", stages=stages, random_init=0, onnx_only=True), logged.append)
+    options = BuildOptions(out=out, preset="tiny", stages=stages, random_init=0, onnx_only=True, precision="fp16")
+    manifest = build(options, logged.append)
     assert all(f"{stage} onnx fp32: unchanged, skipped" in logged for stage in stages)
     return manifest
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 
 import numpy as np
 import onnx
@@ -11,7 +13,8 @@ from onnx import TensorProto, helper
 
 from deghost.files import sha256_of
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
-from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, open_backend
+from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, choice_table, open_backend
+from deghost.runtime.backends.onnxruntime import has_cuda_provider
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
 from deghost.runtime.pipeline import Pipeline
 
@@ -95,11 +98,14 @@ def test_device_tensor_rows_compose_and_group_into_consecutive_runs():
     np.testing.assert_array_equal(view.numpy(), whole[[4, 5, 1, 2]])
 
 
-def test_onnxruntime_backend_runs_the_graph_and_returns_outputs_by_name(toy_manifest):
-    backend = open_backend(toy_manifest, "toy", "onnxruntime")
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_onnxruntime_backend_runs_the_graph_on_the_device_asked_and_returns_outputs_by_name(toy_manifest, device):
+    backend = open_backend(toy_manifest, "toy", "onnxruntime", device=device)
     given = feeds(2)
     out = backend.run(given)
-    assert (backend.kind, backend.device) == ("onnxruntime", "cpu")
+    # auto: CUDA where onnxruntime-gpu is installed (a GPU machine with .[gpu]), else the CPU
+    assert (backend.kind, backend.device) == ("onnxruntime", "cuda" if device == "auto" and has_cuda_provider()
+                                              else "cpu")
     np.testing.assert_array_equal(out["doubled"], 2 * given["image"])
     np.testing.assert_array_equal(out["next_class"], [1, 2])
 
@@ -109,26 +115,76 @@ def test_the_memory_arena_is_off_by_default_can_be_switched_on_and_results_stay_
     outputs = {}
     for arena in (True, False):
         chosen = {"memory_arena": True} if arena else {}  # off: the default
-        backend = Pipeline(toy_manifest, backend="onnxruntime", **chosen).backend("toy")
+        backend = Pipeline(toy_manifest, backend="onnxruntime", device="cpu", **chosen).backend("toy")
         assert backend.session.get_session_options().enable_cpu_mem_arena is arena
         outputs[arena] = backend.run(given)["doubled"]
     np.testing.assert_array_equal(outputs[True], outputs[False])
 
 
 def test_onnxruntime_backend_takes_a_device_tensor_feed_on_the_cpu(toy_manifest):
-    backend = open_backend(toy_manifest, "toy", "onnxruntime")
+    backend = open_backend(toy_manifest, "toy", "onnxruntime", device="cpu")
     given = feeds(4)
     rows = DeviceTensor(0, given["image"].shape, given["image"].dtype, lambda: given["image"]).take([3, 1])
     out = backend.run({"image": rows, "class_index": np.array([7, 8])})
     np.testing.assert_array_equal(out["doubled"], 2 * given["image"][[3, 1]])
 
 
-def test_auto_falls_back_to_onnxruntime_without_engines_and_logs_why(toy_manifest, caplog):
-    with caplog.at_level(logging.INFO, logger="deghost.runtime"):
+@pytest.fixture
+def only_onnxruntime(monkeypatch):
+    """A machine without OpenVINO (its import fails), so `auto` on the CPU has ONNX Runtime only."""
+    from deghost.runtime.backends import openvino
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    openvino._openvino.cache_clear()
+    yield
+    openvino._openvino.cache_clear()
+
+
+def test_auto_without_engines_or_openvino_takes_onnxruntime_and_says_why(toy_manifest, only_onnxruntime, caplog):
+    with caplog.at_level(logging.WARNING, logger="deghost.runtime"):
+        backend = open_backend(toy_manifest, "toy", "auto", device="cpu")
+    assert (backend.kind, backend.device) == ("onnxruntime", "cpu")
+    assert backend.why == "OpenVINO is not installed; CPU asked for"
+    assert not caplog.records  # nothing was built for another backend: no warning
+
+
+def test_auto_falls_back_to_onnxruntime_with_a_warning_when_a_listed_engine_is_unusable(
+        toy_manifest, only_onnxruntime, caplog):
+    plan = toy_manifest.folder / "toy.fp16.plan"
+    plan.write_bytes(b"not a TensorRT plan")
+    toy_manifest.put(dataclasses.replace(engine(), kind="tensorrt", precision="fp16", sha256=sha256_of(plan)))
+    with caplog.at_level(logging.WARNING, logger="deghost.runtime"):
         backend = open_backend(toy_manifest, "toy", "auto")
     assert backend.kind == "onnxruntime"
-    assert "toy: ONNX Runtime (CPU) fp32 graph toy.onnx; not TensorRT: the manifest lists no TensorRT engine" \
-        in caplog.text
+    # Without TensorRT: not installed; with it (a GPU machine): built on another platform / not a plan.
+    assert "toy: TensorRT engine toy.fp16.plan not used: " in caplog.text
+    assert [r.levelname for r in caplog.records if "toy.fp16.plan" in r.getMessage()] == ["WARNING"]
+    np.testing.assert_array_equal(backend.run(feeds(1))["doubled"], 2 * feeds(1)["image"])
+
+
+def test_the_choice_table_has_one_row_per_stage_with_backend_device_precision_and_why(toy_manifest):
+    backend = open_backend(toy_manifest, "toy", "onnxruntime", device="cpu")
+    lines = choice_table({"toy": backend, "toy2": backend}).splitlines()
+    assert lines[0].split() == ["stage", "backend", "device", "precision", "why"]
+    assert [line.split(None, 4) for line in lines[1:]] == [["toy", "onnxruntime", "cpu", "fp32", "asked for"],
+                                                          ["toy2", "onnxruntime", "cpu", "fp32", "asked for"]]
+
+
+def test_a_pipeline_logs_its_backend_choice_once_as_a_table(toy_manifest, caplog):
+    pipe = Pipeline(toy_manifest, backend="onnxruntime", device="cpu")
+    pipe._stages_for = lambda modes: ["toy"]  # the toy manifest has one stage
+    with caplog.at_level(logging.INFO, logger="deghost.runtime"):
+        pipe.prepare()
+        pipe.prepare()
+    tables = [r.getMessage() for r in caplog.records if r.getMessage().startswith("backends:")]
+    assert len(tables) == 1
+    assert tables[0].splitlines()[-1].split(None, 4) == ["toy", "onnxruntime", "cpu", "fp32", "asked for"]
+
+
+@pytest.mark.parametrize(("backend", "device"), [("tensorrt", "cpu"), ("openvino", "cuda")])
+def test_a_backend_on_a_device_it_does_not_run_on_is_refused(toy_manifest, backend, device):
+    with pytest.raises(BackendError, match=f"{backend} does not run on the {device.upper()}"):
+        open_backend(toy_manifest, "toy", backend, device=device)
 
 
 def test_asking_for_tensorrt_without_an_engine_says_how_to_build_one(toy_manifest):
@@ -138,13 +194,13 @@ def test_asking_for_tensorrt_without_an_engine_says_how_to_build_one(toy_manifes
 
 def test_a_stage_missing_from_the_manifest_names_the_export_command(toy_manifest):
     with pytest.raises(ManifestError, match="no ONNX graph for the 'encoder' stage.*--stages encoder"):
-        open_backend(toy_manifest, "encoder", "onnxruntime")
+        open_backend(toy_manifest, "encoder", "onnxruntime", device="cpu")
 
 
 def test_a_modified_graph_file_is_refused_by_its_sha256(toy_manifest):
     (toy_manifest.folder / "toy.onnx").write_bytes(b"not the graph")
     with pytest.raises(ManifestError, match="does not match its sha256"):
-        open_backend(toy_manifest, "toy", "onnxruntime")
+        open_backend(toy_manifest, "toy", "onnxruntime", device="cpu")
 
 
 H100 = Platform("10.7.0", "NVIDIA H100 80GB HBM3", "9.0")

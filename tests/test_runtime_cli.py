@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 @pytest.fixture(scope="module")
 def shared_pipe(tiny_onnx_dir):
     """One pipeline for every CLI run of this module (opening the stages costs more than a tiny edit)."""
-    with Pipeline.load(tiny_onnx_dir, backend="onnxruntime") as pipeline:
+    with Pipeline.load(tiny_onnx_dir, backend="onnxruntime", device="cpu") as pipeline:
         yield pipeline
 
 

@@ -1,15 +1,19 @@
 """Inference backends behind one small interface, and the choice between them (torch-free).
 
 A backend runs one stage graph: `run(feeds) -> outputs`, both keyed by the tensor names of the stage
-table (`deghost.stages`), which the manifest records per artifact. Two implementations:
+table (`deghost.stages`), which the manifest records per artifact. Three implementations:
 
 - `onnxruntime.OnnxRuntimeBackend`: an ONNX graph on ONNX Runtime's CUDA provider where
   onnxruntime-gpu loads, else on the CPU.
 - `tensorrt.TensorRTBackend`: a TensorRT plan, imported only when asked for, so this package works
   without TensorRT or a GPU.
+- `openvino.OpenVinoBackend`: an ONNX graph on OpenVINO's CPU plugin, in fp32 or bf16 (the fastest
+  CPU engine for these networks), imported only when asked for.
 
-`open_backend(manifest, stage, "auto")` takes the stage's TensorRT engine where TensorRT loads and the
-engine was built for this GPU and TensorRT version, else its ONNX graph, and logs the choice.
+`open_backend(manifest, stage, "auto")` takes, in order: the stage's TensorRT engine where TensorRT
+loads and the engine was built for this GPU and TensorRT version; ONNX Runtime on CUDA; on the CPU,
+OpenVINO where it is installed, else ONNX Runtime. Each opened backend carries `why` it was chosen;
+`auto` never lowers precision unless asked (`precision="bf16"` or `"fp16"`).
 
 Between two stages on a GPU, an output can stay on the device: `run(feeds, keep={"mask"})` returns
 that output as a `DeviceTensor`, which the next stage accepts as a feed without a host round trip.
@@ -28,7 +32,10 @@ from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, buil
 
 log = logging.getLogger("deghost.runtime")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA where a GPU backend loads, else the CPU
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 TensorRT engines as built, else fp32
+BACKEND_PRECISIONS = {"tensorrt": ("fp16", "fp32"), "onnxruntime": ("fp32", "fp16"), "openvino": ("fp32", "bf16")}
 
 
 class BackendError(RuntimeError):
@@ -106,7 +113,7 @@ class Backend(Protocol):
     """One stage graph, ready to run."""
 
     stage: str
-    kind: str  # "onnxruntime" or "tensorrt"
+    kind: str  # "onnxruntime", "tensorrt" or "openvino"
     device: str  # "cpu" or "cuda": where `keep` leaves outputs
     artifact: Artifact
     max_batch: int | None  # the engine profile's largest batch; None when any batch runs
@@ -187,6 +194,24 @@ def tensorrt_unavailable() -> str | None:
     return tensorrt.unavailable_reason()
 
 
+def openvino_unavailable() -> str | None:
+    """Why OpenVINO cannot run here (a sentence with the install command), or None when it can."""
+    from . import openvino
+
+    return openvino.unavailable_reason()
+
+
+def onnxruntime_has_cuda() -> bool:
+    from .onnxruntime import has_cuda_provider
+
+    return has_cuda_provider()
+
+
+def computes_in(backend: Backend) -> str:
+    """The precision a backend computes in: its artifact's, or OpenVINO's inference precision."""
+    return getattr(backend, "runs_in", backend.artifact.precision)
+
+
 def open_backend(
     manifest: Manifest,
     stage: str,
@@ -194,44 +219,127 @@ def open_backend(
     precision: str | None = None,
     threads: int | None = None,
     memory_arena: bool = False,
+    device: str = "auto",
 ) -> Backend:
-    """The stage's graph, ready to run, on `backend` ("auto", "tensorrt" or "onnxruntime").
+    """The stage's graph, ready to run, on `backend` ("auto", "tensorrt", "onnxruntime" or "openvino").
 
-    "auto" takes the stage's TensorRT engine when the manifest lists one, TensorRT and cuda-python
-    load, and the engine was built for this TensorRT version and GPU; otherwise the ONNX graph. The
-    choice and the reason are logged. `precision` picks among artifacts of one kind ("fp16"/"fp32";
-    default: fp16 engines, fp32 graphs). `threads`: ONNX Runtime intra-op threads (default: all cores).
-    `memory_arena`: ONNX Runtime's CPU arena (see OnnxRuntimeBackend).
+    `device` ("auto", "cpu", "cuda") restricts where it runs: "cpu" never takes TensorRT or ONNX
+    Runtime's CUDA provider, "cuda" refuses to fall back to the CPU. `precision` ("auto"/None,
+    "fp32", "fp16", "bf16"): fp16 picks FP16 TensorRT engines or graphs, bf16 runs OpenVINO in bf16
+    (stages whose recorded bf16 error is out of bound run fp32); auto = fp16 engines as built, else
+    fp32. "auto" takes TensorRT when the manifest lists an engine that loads here, then ONNX Runtime
+    on CUDA, then on the CPU OpenVINO where it is installed (the fastest CPU engine), else ONNX Runtime.
+    The opened backend's `why` says why it was chosen. `threads`: CPU threads per operator (default:
+    all cores). `memory_arena`: ONNX Runtime's CPU arena (see OnnxRuntimeBackend).
     Raises BackendError (or ManifestError) with the command that fixes it.
     """
+    precision = precision or "auto"
+    _check_choice(backend, device, precision)
+    if backend == "auto":
+        opened = _auto(manifest, stage, precision, threads, memory_arena, device)
+    elif backend == "tensorrt":
+        opened, _ = _open_engine(manifest, _find(manifest, stage, "tensorrt", _or(precision, "fp16")), strict=True)
+        if opened is None:
+            raise BackendError(
+                f"{stage}: TensorRT requested, but the manifest lists no TensorRT engine for it; build the engine "
+                f"with {build_command(manifest.folder, [stage])}, or run with --backend onnxruntime"
+            )
+        opened.why = "asked for"
+    elif backend == "openvino":
+        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads)
+        opened.why = "; ".join(filter(None, ["asked for", opened.why]))
+    else:
+        opened = _open_onnxruntime(manifest, stage, _or(precision, "fp32"), threads, memory_arena, device)
+        opened.why = "asked for"
+    log.debug("%s: %s/%s %s (%s)", stage, opened.kind, opened.device, computes_in(opened), opened.why)
+    return opened
+
+
+def _check_choice(backend: str, device: str, precision: str) -> None:
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    reason = ""
-    if backend in ("auto", "tensorrt"):
-        engine = _find(manifest, stage, "tensorrt", precision or "fp16")
-        opened, reason = _open_engine(manifest, engine, strict=backend == "tensorrt")
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend == "tensorrt" and device == "cpu" or backend == "openvino" and device == "cuda":
+        raise BackendError(f"{backend} does not run on the {device.upper()}; choose another --backend or --device")
+    if backend != "auto" and precision != "auto" and precision not in BACKEND_PRECISIONS[backend]:
+        runs = [b for b, kinds in BACKEND_PRECISIONS.items() if precision in kinds]
+        raise BackendError(f"{backend} does not run {precision}; {precision} runs on {' or '.join(runs)}")
+    if backend == "auto" and precision == "bf16" and device == "cuda":
+        raise BackendError("bf16 runs on the CPU (OpenVINO); on CUDA choose --precision fp16 or fp32")
+
+
+def _or(precision: str, default: str) -> str:
+    return default if precision == "auto" else precision
+
+
+def _auto(manifest: Manifest, stage: str, precision: str, threads: int | None, memory_arena: bool,
+          device: str) -> Backend:
+    """The fastest backend that runs here at `precision` (see open_backend), with `why` set."""
+    not_tensorrt = ""
+    if device != "cpu" and precision != "bf16":
+        engine = _find(manifest, stage, "tensorrt", _or(precision, "fp16"))
+        opened, not_tensorrt = _open_engine(manifest, engine, strict=False)
         if opened is not None:
-            log.info("%s: TensorRT %s engine %s", stage, engine.precision, engine.file)
+            opened.why = "engine built for this GPU"
             return opened
-        if backend == "tensorrt":
-            raise BackendError(
-                f"{stage}: TensorRT requested, but {reason}; build the engine with "
-                f"{build_command(manifest.folder, [stage])}, or run with --backend onnxruntime"
-            )
         if engine is not None:  # engines were built, yet cannot run here: worth more than an info line
-            log.warning("%s: TensorRT engine %s not used: %s", stage, engine.file, reason)
-    graph = _find(manifest, stage, "onnx", precision or "fp32")
+            log.warning("%s: TensorRT engine %s not used: %s", stage, engine.file, not_tensorrt)
+        if device == "cuda" or onnxruntime_has_cuda():
+            opened = _open_onnxruntime(manifest, stage, _or(precision, "fp32"), threads, memory_arena, "cuda")
+            opened.why = f"no TensorRT engine here ({_short(not_tensorrt)})"
+            return opened
+    not_openvino = openvino_unavailable() if precision != "fp16" else "fp16 graphs run on ONNX Runtime"
+    if not_openvino is None:
+        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads)
+        opened.why = "; ".join(filter(None, ["fastest CPU backend installed", opened.why]))
+        return opened
+    if precision == "bf16":
+        log.warning("%s: bf16 asked for, but %s; running ONNX Runtime in fp32", stage, not_openvino)
+    opened = _open_onnxruntime(manifest, stage, "fp32" if precision == "bf16" else _or(precision, "fp32"),
+                               threads, memory_arena, "cpu")
+    opened.why = "; ".join(filter(None, [_short(not_openvino), "no GPU" if device != "cpu" else "CPU asked for"]))
+    return opened
+
+
+def _short(reason: str) -> str:
+    """A reason cut to its first clause, for one cell of the choice table."""
+    return reason.split(" (")[0].split(";")[0]
+
+
+def _open_onnxruntime(manifest: Manifest, stage: str, precision: str, threads: int | None, memory_arena: bool,
+                      device: str) -> Backend:
+    graph = _graph(manifest, stage, precision)
+    from .onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(manifest, graph, threads=threads, device=device, memory_arena=memory_arena)
+
+
+def _open_openvino(manifest: Manifest, stage: str, precision: str, threads: int | None) -> Backend:
+    from .openvino import OpenVinoBackend
+
+    return OpenVinoBackend(manifest, _graph(manifest, stage, "fp32"), precision, threads)
+
+
+def _graph(manifest: Manifest, stage: str, precision: str) -> Artifact:
+    graph = _find(manifest, stage, "onnx", precision)
     if graph is None:
         raise ManifestError(
             f"{manifest.path} lists no ONNX graph for the '{stage}' stage; export it: "
             f"{build_command(manifest.folder, [stage])}"
         )
-    from .onnxruntime import OnnxRuntimeBackend
+    return graph
 
-    opened = OnnxRuntimeBackend(manifest, graph, threads=threads, memory_arena=memory_arena)
-    log.info("%s: ONNX Runtime (%s) %s graph %s%s", stage, opened.device.upper(), graph.precision, graph.file,
-             f"; not TensorRT: {reason}" if reason else "")
-    return opened
+
+def choice_table(backends: dict[str, Backend]) -> str:
+    """stage → backend, device, precision, why: the lines `auto`'s choice is reported in, once per pipeline."""
+    rows = [("stage", "backend", "device", "precision", "why")]
+    rows += [(stage, b.kind, b.device, computes_in(b), getattr(b, "why", "")) for stage, b in backends.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+                     for row in rows)
 
 
 def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> tuple[Backend | None, str]:
@@ -240,6 +348,8 @@ def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> t
         return None, "the manifest lists no TensorRT engine for it"
     reason = tensorrt_unavailable()
     if reason is not None:
+        if strict:
+            raise BackendError(f"{engine.stage}: TensorRT requested, but {reason}; or run with --backend onnxruntime")
         return None, reason
     from . import tensorrt
 

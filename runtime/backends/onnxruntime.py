@@ -16,7 +16,7 @@ from collections.abc import Collection
 import numpy as np
 import onnxruntime as ort
 
-from deghost.manifest import Artifact, Manifest
+from deghost.manifest import Artifact, Manifest, build_command
 
 from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
 
@@ -26,11 +26,16 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 
 
+def has_cuda_provider() -> bool:
+    """True where this onnxruntime build has the CUDA provider (onnxruntime-gpu)."""
+    return _CUDA in ort.get_available_providers()
+
+
 def providers_to_try(device: str = "auto") -> list[str]:
     """CUDA first where this onnxruntime build has it (device "auto" or "cuda"), always CPU last."""
     if device not in ("auto", "cuda", "cpu"):
         raise BackendError(f"unknown ONNX Runtime device {device!r}; choose auto, cuda or cpu")
-    has_cuda = _CUDA in ort.get_available_providers()
+    has_cuda = has_cuda_provider()
     if device == "cuda" and not has_cuda:
         raise BackendError(
             "ONNX Runtime on CUDA requested, but this onnxruntime has no CUDA provider; "
@@ -84,7 +89,7 @@ class OnnxRuntimeBackend(ManifestNames):
         except Exception as error:  # ORT raises its own exception types, all worth the same advice
             raise BackendError(
                 f"{self.stage}: ONNX Runtime could not load {path} ({error}); re-export it: "
-                f"python export/build_engines.py --stages {self.stage} --out {manifest.folder}"
+                f"{build_command(manifest.folder, [self.stage])}"
             ) from error
         _return_freed_heap_to_the_os()
         # A CUDA provider that fails to initialise (CUDA/cuDNN version mismatch) is dropped silently:
