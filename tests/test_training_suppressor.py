@@ -22,8 +22,9 @@ from deghost.training import losses
 from deghost.training.checkpoints import load_file, load_maresunet
 from deghost.training.config import SuppressorConfig
 from deghost.training.data import synthesize_pairs
+from deghost.training.loop import TrainingDiverged
+from deghost.training.suppressor import check_config, train_suppressor
 from deghost.training.synthetic import SyntheticGhosting
-from deghost.training.trainer import TrainingDiverged, check_config, train_suppressor
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 pytestmark = [
