@@ -18,7 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .checkpoints import load_vgg16_features
+from .checkpoints import (
+    PRETRAINED_SOURCES,
+    load_resnet34_stem_encoder,
+    load_stylegan2_discriminator,
+    load_vgg16_features,
+)
 from .config import SuppressorConfig
 from .data import PairDataset
 from .loop import RunLog, batch_stream, check_finite, mixed_precision, write_sample_grid
@@ -27,6 +32,9 @@ from .models.maresunet import PAPER_WIDTH, MAResUNet
 from .models.stylegan2 import Discriminator
 from .models.vgg import VGG16Features
 from .resume import resume_or_seed, write_checkpoint
+
+RANDOM_VGG_LABEL = ("--random-vgg: the perceptual loss uses RANDOM VGG-16 weights, not the paper's ImageNet VGG-16; "
+                    "fine for tests, not for a real run")
 
 TERMS = ("total", "mse", "perceptual", "adversarial", "discriminator", "r1")
 
@@ -76,7 +84,8 @@ def _train(config: SuppressorConfig, context: distributed.Context) -> Path:
         if context.is_main and (step + 1) % config.sample_every == 0:
             write_samples(run / "samples" / f"step-{step + 1:08d}.png", batch, output)
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
+            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context,
+                                    {"perceptual_network": perceptual_label(config)})
     log.close()
     return last
 
@@ -145,14 +154,16 @@ def build_networks(config: SuppressorConfig, side: int, context: distributed.Con
         torch.manual_seed(config.seed)
         model = build_suppressor(config.width)
         discriminator = Discriminator(config.disc_size or side) if config.adversarial_weight > 0 else None
-    if config.vgg:
-        vgg = load_vgg16_features(config.vgg)
-    else:
+    if config.encoder_init:
+        model.load_state_dict(load_resnet34_stem_encoder(config.encoder_init), strict=False)
+    if discriminator is not None and config.discriminator_init:
+        discriminator = load_stylegan2_discriminator(config.discriminator_init, discriminator.size)
+    if config.random_vgg:
         if context.is_main:
-            warnings.warn(
-                "the perceptual loss uses RANDOM VGG-16 weights (fine for tests, not for a real run); pass "
-                "--vgg PATH to torchvision's vgg16-397923af.pth", stacklevel=2)
+            warnings.warn(RANDOM_VGG_LABEL, stacklevel=2)
         vgg = random_vgg(config.seed)
+    else:
+        vgg = load_vgg16_features(config.vgg)
     model.train()
     if config.frozen_norm:
         for module in model.modules():
@@ -161,6 +172,11 @@ def build_networks(config: SuppressorConfig, side: int, context: distributed.Con
     if discriminator is not None:
         discriminator = discriminator.train().to(context.device)
     return model.to(context.device), discriminator, PerceptualLoss(vgg).to(context.device)
+
+
+def perceptual_label(config: SuppressorConfig) -> str:
+    """What the perceptual loss ran on, stored in every checkpoint."""
+    return "RANDOM VGG-16 (--random-vgg; not the paper's loss)" if config.random_vgg else f"VGG-16 {config.vgg}"
 
 
 def random_vgg(seed: int) -> VGG16Features:
@@ -182,6 +198,13 @@ def check_config(config: SuppressorConfig) -> None:
     problems = []
     if not config.data:
         problems.append("--data is required: the dataset folder written by `deghost train synthesize`")
+    if not config.vgg and not config.random_vgg:
+        problems.append(f"--vgg is required: the perceptual loss needs {PRETRAINED_SOURCES['vgg16']} "
+                        "(--random-vgg runs with random weights instead, for tests only)")
+    if config.vgg and config.random_vgg:
+        problems.append("--vgg and --random-vgg exclude each other; drop one")
+    if config.encoder_init and config.width != PAPER_WIDTH:
+        problems.append(f"--encoder-init needs --width {PAPER_WIDTH} (ImageNet ResNet-34's width), not {config.width}")
     if config.crop is not None and config.crop % 32:
         problems.append(f"--crop {config.crop} must be a multiple of 32 (MAResU-Net's five stride-2 stages)")
     if config.width < 16:
