@@ -36,7 +36,7 @@ def test_every_config_field_is_an_option_with_the_papers_default():
     assert (config.resume, config.betas, config.flip, config.disc_size) == ("latest", (0.5, 0.9), True, 16)
 
 
-@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam"])
+@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam", "stylegan2"])
 def test_each_train_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(["train", command, "--help"])
@@ -45,9 +45,14 @@ def test_each_train_command_explains_itself(command, capsys):
     assert "--out" in text
     if command == "suppressor":
         assert "(default: 200000)" in text and "torchrun" in text
+    if command == "stylegan2":  # rosinality's config-F values, named and as defaults
+        words = " ".join(text.split())
+        assert "gamma 10 every 16 D steps" in words and "weight 2 every 4 G steps" in words
+        assert "--lr LR Adam learning rate" in words and "(default: 0.002)" in words
+        assert "--batch-size BATCH_SIZE" in words and "(default: 16)" in words and "(default: 800000)" in words
 
 
-@pytest.mark.filterwarnings("ignore:the perceptual loss uses RANDOM")
+@pytest.mark.filterwarnings("ignore:--random-vgg")
 def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
     photo = read_image(ASTRONAUT).rgb
     for index in range(2):
@@ -61,7 +66,7 @@ def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
     try:
         assert run("suppressor", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "run"),
                    "--iterations", "1", "--batch-size", "2", "--width", "16", "--disc-size", "8",
-                   "--workers", "0", "--log-every", "1") == 0
+                   "--workers", "0", "--log-every", "1", "--random-vgg") == 0
     finally:
         torch.set_num_threads(threads)
     assert "last checkpoint:" in capsys.readouterr().out
@@ -70,5 +75,6 @@ def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
 
 
 def test_a_missing_dataset_is_reported_without_a_traceback(tmp_path, capsys):
-    assert run("suppressor", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")) == 1
+    assert run("suppressor", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"),
+               "--random-vgg") == 1
     assert "make the dataset first with `deghost train synthesize`" in capsys.readouterr().err
