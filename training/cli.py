@@ -16,6 +16,7 @@ from deghost.presets import DEFAULT_PRESET, PRESETS
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
 from .config import DiffCamConfig, SuppressorConfig, help_of
+from .psp_config import PSPConfig
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,6 +59,16 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     add_config_options(suppressor, SuppressorConfig)
     suppressor.set_defaults(run=_suppressor)
+
+    psp = commands.add_parser(
+        "psp", help="train the pSp encoder into a frozen StyleGAN2 generator",
+        description="pSp's ffhq_encode recipe: GradualStyleEncoder (IR-SE-50 trunk from model_ir_se50.pth), codes + "
+        "latent_avg into the frozen generator, L = 1.0·L2 + 0.8·LPIPS + 0.1·identity (ArcFace) [+ w-norm]; Ranger "
+        "lr 1e-4, batch 8, 500k steps. Writes OUT/psp_ffhq_encode.pt in the official layout at every checkpoint "
+        "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read).",
+    )
+    add_config_options(psp, PSPConfig)
+    psp.set_defaults(run=_psp)
 
     diffcam = commands.add_parser(
         "diffcam", help="train the Diff-CAM classifier (which direction was applied)",
@@ -144,6 +155,18 @@ def _suppressor(args: argparse.Namespace) -> int:
         return _fail(error)
     if os.environ.get("RANK", "0") == "0":
         print(f"last checkpoint: {last}")
+    return 0
+
+
+def _psp(args: argparse.Namespace) -> int:
+    from deghost.training.train_psp import train_psp
+
+    try:
+        written = train_psp(config_from_args(args, PSPConfig))
+    except _errors() as error:
+        return _fail(error)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pSp checkpoint: {written}")
     return 0
 
 
