@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deghost.runtime.images import read_image, write_image
 from deghost.training import checkpoints
 from deghost.training.checkpointing import load_checkpoint
 from deghost.training.evaluation import weights
-from deghost.training.models.arcface import ArcFace
 from deghost.training.models.stylegan2 import Generator
 from deghost.training.psp_config import PSPConfig
 from deghost.training.psp_losses import IdentityLoss, w_norm_loss
@@ -163,7 +161,8 @@ def inputs(tmp_path_factory, arcface_file) -> dict:
     folder = tmp_path_factory.mktemp("psp_inputs")
     photo = read_image(ASTRONAUT).rgb
     for index in range(4):
-        write_image(folder / "faces" / f"{index}.png", photo[index * 32 : index * 32 + 320, index * 48 : index * 48 + 320])
+        top, left = index * 32, index * 48
+        write_image(folder / "faces" / f"{index}.png", photo[top : top + 320, left : left + 320])
     torch.manual_seed(0)
     generator = Generator(256)
     # a stored latent_avg spares the 10⁵-sample estimate; [512] as in pSp's stylegan2-ffhq-config-f.pt
@@ -184,12 +183,14 @@ def stand_in_lpips(inputs, monkeypatch):
 def tiny_config(inputs: dict, out: Path, **changes) -> PSPConfig:
     config = PSPConfig(data=str(inputs["faces"]), stylegan2=str(inputs["stylegan2"]), out=str(out), preset="tiny",
                        iterations=2, batch_size=1, arcface=str(inputs["arcface"]), lpips_alexnet=str(inputs["alexnet"]),
-                       lpips_linear=str(inputs["linear"]), workers=0, checkpoint_every=1, log_every=1,
+                       lpips_linear=str(inputs["linear"]), workers=0, checkpoint_every=100, log_every=1,
+                       keep_checkpoints=1,
                        sample_every=1, w_norm_weight=0.01)
     return replace(config, **changes)
 
 
-def test_resumed_psp_training_matches_uninterrupted_training_and_writes_the_official_layout(
+@pytest.mark.slow
+def test_resumed_psp_training_matches_uninterrupted_training_bit_for_bit(
         inputs, tmp_path, stand_in_lpips):
     whole = train_psp(tiny_config(inputs, tmp_path / "whole"))
     train_psp(tiny_config(inputs, tmp_path / "parts", stop_at=1))
@@ -202,23 +203,7 @@ def test_resumed_psp_training_matches_uninterrupted_training_and_writes_the_offi
         for name in ("exp_avg", "exp_avg_sq", "slow_buffer"):
             assert torch.equal(state[name], b["optimizer"]["state"][index][name]), (index, name)
 
-    # the official layout, checked against the reference manifests of pSp's encoder and rosinality's G256
-    content = checkpoints.load_file(whole)
-    assert set(content) == {"state_dict", "latent_avg", "opts"}
-    state = content["state_dict"]
-    encoder = {k[len("encoder."):]: (tuple(v.shape), str(v.dtype)[6:]) for k, v in state.items() if k.startswith("encoder.")}
-    decoder = {k[len("decoder."):]: (tuple(v.shape), str(v.dtype)[6:]) for k, v in state.items() if k.startswith("decoder.")}
-    assert len(encoder) + len(decoder) == len(state)
-    reference = load_reference("psp_encoder").layout()
-    # the reference is the 18-style (1024²) encoder; the tiny preset's 256² generator takes 14 styles
-    assert encoder == {k: v for k, v in reference.items() if not k.startswith(tuple(f"styles.{i}." for i in range(14, 18)))}
-    assert decoder == load_reference("stylegan2_g256").layout()
-    assert tuple(content["latent_avg"].shape) == (14, 512)
-    assert content["opts"]["output_size"] == 256 and content["opts"]["id_lambda"] == 0.1
-    loaded = checkpoints.load_psp(whole, "tiny")
-    torch.testing.assert_close(loaded.encoder.state_dict()["styles.0.linear.weight"],
-                               a["model"]["styles.0.linear.weight"])
-
+    assert_official_psp_layout(whole)
     rows = list(csv.DictReader((whole.parent / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert all(float(r["id"]) > 0 and float(r["lpips"]) > 0 and float(r["w_norm"]) > 0 for r in rows)
@@ -240,6 +225,30 @@ def test_missing_weight_files_are_named_with_their_source_unless_switched_off_ex
     opts = checkpoints.load_file(written)["opts"]
     assert opts["id_lambda"] == 0 and opts["lpips_lambda"] == 0
     assert opts["deghost_recipe_changes"] == ["no identity loss", "no LPIPS"]
+    assert_official_psp_layout(written)
+
+
+def assert_official_psp_layout(path: Path) -> None:
+    """pSp's file layout, checked against the reference manifests of pSp's encoder and rosinality's G256,
+    and loaded strictly by load_psp."""
+    content = checkpoints.load_file(path)
+    assert set(content) == {"state_dict", "latent_avg", "opts"}
+    state = content["state_dict"]
+    encoder, decoder = ({k[len(p):]: (tuple(v.shape), str(v.dtype)[6:]) for k, v in state.items() if k.startswith(p)}
+                        for p in ("encoder.", "decoder."))
+    assert len(encoder) + len(decoder) == len(state)
+    reference = load_reference("psp_encoder").layout()
+    # the reference is the 18-style (1024²) encoder; the tiny preset's 256² generator takes 14 styles
+    extra_styles = tuple(f"styles.{i}." for i in range(14, 18))
+    assert encoder == {k: v for k, v in reference.items() if not k.startswith(extra_styles)}
+    assert decoder == load_reference("stylegan2_g256").layout()
+    assert tuple(content["latent_avg"].shape) == (14, 512)
+    assert content["opts"]["output_size"] == 256
+    loaded = checkpoints.load_psp(path, "tiny")
+    training = load_checkpoint(sorted((path.parent / "checkpoints").glob("checkpoint-*.pt"))[-1])
+    torch.testing.assert_close(loaded.encoder.state_dict()["styles.0.linear.weight"],
+                               training["model"]["styles.0.linear.weight"])
+
 
 
 @pytest.mark.slow

@@ -39,9 +39,10 @@ class PSPConfig(RunControl):
                                   f"trunk's start) from {ARCFACE_URL}", type=str)
     lpips_alexnet: str | None = _option(None, "torchvision alexnet-owt-7be5be79.pth for LPIPS", type=str)
     lpips_linear: str | None = _option(None, "LPIPS v0.1 alex.pth linear layers", type=str)
-    id_loss: bool = _option(True, "the identity loss; --no-id-loss trains WITHOUT it (no ArcFace file; the encoder trunk starts "
-                               "random): not the paper's recipe, recorded in the checkpoint's opts")
-    lpips: bool = _option(True, "LPIPS; --no-lpips trains WITHOUT it (no AlexNet files): not the paper's recipe, recorded")
+    id_loss: bool = _option(True, "the identity loss; --no-id-loss trains WITHOUT it (no ArcFace file; the encoder "
+                            "trunk starts random): not the paper's recipe, recorded in the checkpoint's opts")
+    lpips: bool = _option(True, "LPIPS; --no-lpips trains WITHOUT it (no AlexNet files): not the paper's recipe, "
+                          "recorded in the checkpoint's opts")
     flip: bool = _option(True, "random horizontal flips (pSp's RandomHorizontalFlip(0.5))")
     seed: int = _option(0, "seed of the style blocks' initial weights, the data order and the flips")
     sample_every: int = _option(1000, "write a sample grid (target | output) every this many steps")
