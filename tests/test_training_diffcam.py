@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from deghost.runtime.images import read_image, write_image
-from deghost.training.checkpointing import load_checkpoint
 from deghost.training.checkpoints import load_diffcam
 from deghost.training.config import DiffCamConfig
 from deghost.training.models.stylegan2 import Generator
+from deghost.training.resume import load_checkpoint
 from deghost.training.train_diffcam import WEIGHTS_FILE, edit_pairs, train_diffcam
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"

@@ -3,14 +3,14 @@
 Synthetic ghosting on crops of three public-domain photos (skimage's astronaut, chelsea, coffee):
 crops from the left 70 % of each photo train a reduced-width MAResU-Net for a few CPU minutes (see
 the settings below); crops from the right 30 % are held out.
-Passes when the held-out outputs are closer to the targets than the fused inputs (PSNR). The
-training curve and held-out PSNR are drawn into /tmp/learning_check/curve.png.
+Passes when the held-out outputs are closer to the targets than the fused inputs by at least
+MARGIN_DB (PSNR; the run recorded in README measured 1.84 dB). The training curve and held-out
+PSNR are drawn into curve.png in the test's temporary folder (its path is printed).
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,13 +21,13 @@ import pytest
 import torch
 
 from deghost.runtime.images import write_image
-from deghost.training.checkpointing import load_checkpoint
 from deghost.training.config import SuppressorConfig
 from deghost.training.data import PairDataset, synthesize_pairs
+from deghost.training.resume import load_checkpoint
+from deghost.training.suppressor import build_suppressor, train_suppressor
 from deghost.training.synthetic import SyntheticGhosting
-from deghost.training.trainer import build_suppressor, train_suppressor
 
-OUT = Path("/tmp/learning_check")
+MARGIN_DB = 1.0  # held-out output PSNR must beat the fused input's by this much
 TRAIN_CROPS, HELD_OUT_CROPS = 64, 8  # per photo
 STEPS, EVALUATIONS = 900, 6
 
@@ -92,21 +92,22 @@ def draw_panel(title: str, series: dict[str, list[tuple[int, float]]]) -> np.nda
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:--random-vgg")
 @pytest.mark.usefixtures("one_torch_thread")
-def test_training_on_synthetic_ghosting_brings_held_out_outputs_closer_to_targets_than_the_fused_inputs():
-    shutil.rmtree(OUT, ignore_errors=True)  # a fresh dataset: made with this version of the synthesis
-    write_crops(OUT / "sources", seed=0)
+def test_training_on_synthetic_ghosting_brings_held_out_outputs_closer_to_targets_than_the_fused_inputs(tmp_path):
+    out = tmp_path  # a fresh dataset each run: made with this version of the synthesis
+    write_crops(out / "sources", seed=0)
     for subset in ("train", "held_out"):
-        synthesize_pairs(OUT / "sources" / subset, OUT / f"pairs_{subset}", SyntheticGhosting(), size=64,
+        synthesize_pairs(out / "sources" / subset, out / f"pairs_{subset}", SyntheticGhosting(), size=64,
                          progress=False)
-    held_out = PairDataset(OUT / "pairs_held_out")
-    run = OUT / "run"
+    held_out = PairDataset(out / "pairs_held_out")
+    run = out / "run"
     # CPU-scale settings: a width-32 network, batch 4 and a 20× higher lr for a few hundred steps; MSE-led
     # weights (1, 0.1, 0), because random VGG features and an 8² discriminator are weak guides: with the
     # paper's (0.1, 1, 0.1) the held-out PSNR stayed near 11 dB over 200 steps.
-    config = SuppressorConfig(data=str(OUT / "pairs_train"), out=str(run), iterations=STEPS, batch_size=4,
+    config = SuppressorConfig(data=str(out / "pairs_train"), out=str(run), iterations=STEPS, batch_size=4,
                               lr=2e-3, mse_weight=1.0, perceptual_weight=0.1, adversarial_weight=0.0, width=32,
-                              flip=True, workers=0, log_every=1, sample_every=STEPS,
+                              flip=True, random_vgg=True, workers=0, log_every=1, sample_every=STEPS,
                               checkpoint_every=STEPS // EVALUATIONS)
     started = time.perf_counter()
     scores = []
@@ -116,10 +117,10 @@ def test_training_on_synthetic_ghosting_brings_held_out_outputs_closer_to_target
     minutes = (time.perf_counter() - started) / 60
     with open(run / "log.csv") as file:
         losses = [(int(row["step"]), float(row["total"])) for row in csv.DictReader(file)]
-    plot(OUT / "curve.png", losses, scores)
+    plot(out / "curve.png", losses, scores)
     final = scores[-1][1]
     print(f"\n{STEPS} steps in {minutes:.1f} min; held-out PSNR vs target (dB): fused {final['fused']:.2f}, "
-          f"output {final['output']:.2f}, image I {final['image']:.2f}; curve {OUT / 'curve.png'}")
+          f"output {final['output']:.2f}, image I {final['image']:.2f}; curve {out / 'curve.png'}")
     for step, score in scores:
         print(f"  step {step:4d}: output {score['output']:.2f} dB")
-    assert final["output"] > final["fused"]
+    assert final["output"] - final["fused"] >= MARGIN_DB

@@ -14,12 +14,12 @@ import torch
 
 from deghost.runtime.images import read_image, write_image
 from deghost.training import checkpoints
-from deghost.training.checkpointing import load_checkpoint
 from deghost.training.evaluation import weights
 from deghost.training.models.stylegan2 import Generator
 from deghost.training.psp_config import PSPConfig
 from deghost.training.psp_losses import IdentityLoss, w_norm_loss
 from deghost.training.ranger import Ranger
+from deghost.training.resume import load_checkpoint
 from deghost.training.train_psp import FaceFolder, train_psp
 from tests.helpers.metric_weights import accepting, write_alexnet_file, write_lpips_linear_file
 from tests.helpers.reference import load_reference

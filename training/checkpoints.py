@@ -14,6 +14,8 @@ the model it fills and refuses a mismatch with the first differences listed.
 | deghosting.pt              | load_deghosting     | EOGI Deghosting, mmgen generator names                   |
 | vgg16-397923af.pth         | load_vgg16_features | torchvision VGG-16 (`features.*` used)                   |
 | model_ir_se50.pth          | load_arcface        | pSp's ArcFace IR-SE-50 (identity loss, encoder init)     |
+| resnet34-b627a593.pth      | load_resnet34_stem_encoder | torchvision ResNet-34 → MAResU-Net's encoder      |
+| stylegan2-ffhq-config-f.pt | load_stylegan2_discriminator | its `d` alone (suppressor's discriminator init) |
 | suppressor checkpoints     | load_maresunet      | deghost's MAResU-Net: a state_dict or a `model` entry    |
 """
 
@@ -40,6 +42,18 @@ from .models.stylegan2 import Discriminator, Generator
 from .models.stylegan2_keys import mmgen_to_rosinality
 from .models.vgg import VGG16Features
 from .psp_config import ARCFACE_FILE, ARCFACE_URL
+
+# Where each pretrained file comes from: one source for the "missing file" messages.
+PRETRAINED_SOURCES = {
+    "vgg16": "torchvision's ImageNet VGG-16, vgg16-397923af.pth "
+             "(https://download.pytorch.org/models/vgg16-397923af.pth)",
+    "resnet34": "torchvision's ImageNet ResNet-34, resnet34-b627a593.pth "
+                "(https://download.pytorch.org/models/resnet34-b627a593.pth; the older resnet34-333f7ec4.pth "
+                "works too)",
+    "stylegan2": "rosinality/stylegan2-pytorch's stylegan2-ffhq-config-f.pt (linked from that repository's README, "
+                 "or converted from NVIDIA's stylegan2-ffhq-config-f.pkl with its convert_weight.py), or a "
+                 "`deghost train stylegan2` checkpoint",
+}
 
 # Plain types that official files pickle besides tensors; nothing that carries code.
 SAFE_GLOBALS = [argparse.Namespace]
@@ -196,9 +210,19 @@ def load_mmgen_generator(state_dict: Mapping[str, torch.Tensor], size: int, sour
     return load_strict(Generator(size), mmgen_to_rosinality(dict(state_dict)), source)
 
 
+def require_pretrained(path: str | Path, kind: str) -> Path:
+    """`path` of a pretrained file of `kind` (a PRETRAINED_SOURCES key), or a CheckpointError that
+    names the file and where it comes from."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: expected {PRETRAINED_SOURCES[kind]}; download it and pass "
+                              "its path")
+    return path
+
+
 def load_vgg16_features(path: str | Path) -> VGG16Features:
     """torchvision `vgg16-397923af.pth`: only `features.*` is used (the classifier is ignored)."""
-    content = load_file(path)
+    content = load_file(require_pretrained(path, "vgg16"))
     model = VGG16Features()
     features = {k: v for k, v in content.items() if k in model.state_dict()}
     if not any(k.startswith("features.") for k in content):
@@ -225,3 +249,47 @@ def load_maresunet(path: str | Path) -> MAResUNet:
     content = load_file(path)
     state = content.get("model", content.get("state_dict", content))
     return load_strict(MAResUNet(in_channels=6, out_channels=3), state, str(path))
+
+
+def load_stylegan2_discriminator(path: str | Path, size: int) -> Discriminator:
+    """The discriminator `d` of a rosinality StyleGAN2 checkpoint (`stylegan2-ffhq-config-f.pt` or a
+    `deghost train stylegan2` one), strictly, at input side `size`."""
+    path = require_pretrained(path, "stylegan2")
+    content = load_file(path)
+    state = _require(content, "d", path, f"the discriminator init needs {PRETRAINED_SOURCES['stylegan2']}")
+    return load_strict(Discriminator(size), state, f"{path}['d'] (a {size}² discriminator expected)")
+
+
+# torchvision ResNet-34 names → MAResU-Net's (the official model wraps the same trunk).
+_RESNET_TO_MARESUNET = {"conv1.": "firstconv.", "bn1.": "firstbn.", "layer1.": "encoder1.", "layer2.": "encoder2.",
+                        "layer3.": "encoder3.", "layer4.": "encoder4."}
+
+
+def load_resnet34_stem_encoder(path: str | Path, in_channels: int = 6) -> dict[str, torch.Tensor]:
+    """torchvision `resnet34-*.pth` (ImageNet) → a partial MAResU-Net state_dict: firstconv, firstbn,
+    encoder1..4 (the fully connected layer is dropped).
+
+    The 6-channel stem sees cat(I, F_fused): each RGB filter is copied for both images and scaled by
+    3 / in_channels (×0.5), so two identical images give the ImageNet stem's response.
+    Load with `model.load_state_dict(state, strict=False)`; the rest keeps its initialisation.
+    """
+    path = require_pretrained(path, "resnet34")
+    content = load_file(path)
+    if "conv1.weight" not in content or "layer4.2.bn2.weight" not in content:
+        raise CheckpointError(f"{path} has no conv1/layer4 keys of a ResNet-34; expected "
+                              f"{PRETRAINED_SOURCES['resnet34']}")
+    state = {}
+    for key, value in content.items():
+        prefix = next((p for p in _RESNET_TO_MARESUNET if key.startswith(p)), None)
+        if prefix is not None:
+            state[_RESNET_TO_MARESUNET[prefix] + key[len(prefix):]] = value
+    stem = state["firstconv.weight"]
+    if in_channels % stem.shape[1]:
+        raise CheckpointError(f"a {stem.shape[1]}-channel stem cannot be tiled to {in_channels} input channels")
+    copies = in_channels // stem.shape[1]
+    state["firstconv.weight"] = stem.repeat(1, copies, 1, 1) / copies
+    expected = {k: v for k, v in MAResUNet(in_channels, 3).state_dict().items() if k in state}
+    problems = compare_state_dict(expected, state)
+    if problems:
+        raise CheckpointError(f"{path} does not fit MAResU-Net's encoder: " + "; ".join(problems[:_MAX_LISTED]))
+    return state

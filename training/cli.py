@@ -115,7 +115,7 @@ def _errors():
     """The errors that mean a wrong input or a stopped run, not a bug: reported without a traceback."""
     from deghost.runtime.images import ImageError
     from deghost.training.checkpoints import CheckpointError
-    from deghost.training.trainer import TrainingDiverged
+    from deghost.training.loop import TrainingDiverged
 
     return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged
 
@@ -147,7 +147,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def _suppressor(args: argparse.Namespace) -> int:
-    from deghost.training.trainer import train_suppressor
+    from deghost.training.suppressor import train_suppressor
 
     try:
         last = train_suppressor(config_from_args(args, SuppressorConfig))

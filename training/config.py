@@ -58,8 +58,16 @@ class SuppressorConfig(RunControl):
         False, "BatchNorm on running statistics and Dropout off while training; each sample's gradient then "
         "depends on that sample alone, so N processes × batch b equal one process with batch N·b")
     amp: bool = _option(True, "bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU)")
-    vgg: str | None = _option(None, "torchvision vgg16-397923af.pth for the perceptual loss (default: random "
-                              "VGG weights, with a warning)", type=str)
+    vgg: str | None = _option(None, "torchvision's ImageNet vgg16-397923af.pth for the perceptual loss (required "
+                              "by the paper's recipe; see --random-vgg)", type=str)
+    random_vgg: bool = _option(False, "use a randomly initialised VGG-16 instead of --vgg (tests and CPU checks "
+                               "only: not the paper's loss; logged and stored in the checkpoints)")
+    discriminator_init: str | None = _option(
+        None, "start the discriminator from this rosinality StyleGAN2 checkpoint's `d` (stylegan2-ffhq-config-f.pt; "
+        "its size must equal --disc-size or the image side) (default: random)", type=str)
+    encoder_init: str | None = _option(
+        None, "start MAResU-Net's ResNet-34 encoder from torchvision's ImageNet resnet34-b627a593.pth (width 64; the "
+        "6-channel stem gets the RGB filters for both images, ×0.5) (default: random)", type=str)
     seed: int = _option(0, "seed of the initial weights, the data order, augmentation and dropout")
     sample_every: int = _option(1000, "write a sample grid (input | fused | target | output) every this many steps")
 

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .checkpointing import atomic_save
 from .config import DiffCamConfig
 from .data import ImageFolderDataset
+from .loop import RunLog, batch_stream, check_finite
 from .models.diffcam import DiffCam
 from .models.psp import add_latent_avg
-from .trainer import RunLog, batch_stream, check_finite, resume_or_seed, write_checkpoint
+from .resume import atomic_save, resume_or_seed, write_checkpoint
 
 # The name `deghost export --checkpoints DIR` looks for (a bare state_dict, as EOGI publishes it).
 WEIGHTS_FILE = "diff_cam_weight.pt"

@@ -29,17 +29,16 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from deghost.presets import get_preset
-from deghost.runtime.grid import make_grid
-from deghost.runtime.images import ImageError, from_model_output, read_image, write_image
+from deghost.runtime.images import ImageError, read_image
 
 from . import checkpoints, distributed
-from .checkpointing import atomic_save
 from .data import DatasetError, list_images, square_image
+from .loop import RunLog, batch_stream, check_finite, write_sample_grid
 from .models.psp import INPUT_SIZE, PSPEncoder, add_latent_avg
 from .psp_config import ARCFACE_FILE, ARCFACE_URL, PSPConfig
 from .psp_losses import IdentityLoss, w_norm_loss
 from .ranger import Ranger
-from .trainer import RunLog, batch_stream, check_finite, resume_or_seed, write_checkpoint
+from .resume import atomic_save, resume_or_seed, write_checkpoint
 
 PSP_FILE = "psp_ffhq_encode.pt"  # the name `deghost build --checkpoints DIR` looks for
 TERMS = ("total", "l2", "lpips", "id", "w_norm")
@@ -227,7 +226,7 @@ def _train(config: PSPConfig, context) -> Path:
     start, last = resume_or_seed(config, parts, context)
     ddp_model = distributed.wrap(model, context)
     end = min(config.iterations, config.stop_at or config.iterations)
-    log = RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main)
+    log = RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main, "pSp")
     batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
     for step in range(start, end):
         images = next(batches).to(context.device, non_blocking=True)
@@ -239,7 +238,7 @@ def _train(config: PSPConfig, context) -> Path:
         values = check_finite({k: v.detach() for k, v in terms.items()}, step + 1, last, context)
         log.update(step + 1, {"lr": config.lr, **values}, (step + 1) % config.log_every == 0)
         if context.is_main and (step + 1) % config.sample_every == 0:
-            write_samples(run / "samples" / f"step-{step + 1:08d}.png", images, output)
+            write_sample_grid(run / "samples" / f"step-{step + 1:08d}.png", {"target": images, "output": output})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
             last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
             if context.is_main:
@@ -259,11 +258,3 @@ def psp_losses(output: Tensor, target: Tensor, w: Tensor, latent_avg: Tensor, id
     total = (config.l2_weight * l2 + config.lpips_weight * lpips_term + config.id_weight * id_term
              + config.w_norm_weight * w_norm)
     return {"total": total, "l2": l2, "lpips": lpips_term, "id": id_term, "w_norm": w_norm}
-
-
-def write_samples(path: Path, target: Tensor, output: Tensor, rows: int = 4) -> None:
-    """A grid with one row per sample: target | output."""
-    pictures = [from_model_output(value[:rows].detach().float().cpu().numpy()) for value in (target, output)]
-    grid = np.vstack([make_grid([("target", pictures[0][r]), ("output", pictures[1][r])])
-                      for r in range(len(pictures[0]))])
-    write_image(path, grid, overwrite=True)

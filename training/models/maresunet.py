@@ -15,7 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .resnet import resnet34
+from .resnet import BasicBlock, make_layer
+
+PAPER_WIDTH = 64  # ResNet-34's base width: the paper's network, 26,285,115 parameters
+RESNET34_BLOCKS = (3, 4, 6, 3)
 
 # Five stride-2 stages (stem conv, max-pool, encoder2..4) must divide the input exactly, or the
 # decoder's upsampled maps no longer line up with the skip connections.
@@ -143,22 +146,26 @@ class MAResUNet(nn.Module):
     Args:
         in_channels: input channels; 6 = image I and fused edit F_fused, concatenated.
         out_channels: output channels; 3 = RGB.
+        width: base width of the ResNet-34 encoder (stages width, 2·, 4·, 8·width); 64 is the paper's
+            network, smaller widths keep the same blocks and key names (CPU tests, the learning check).
     """
 
-    def __init__(self, in_channels: int = 6, out_channels: int = 3):
+    def __init__(self, in_channels: int = 6, out_channels: int = 3, width: int = PAPER_WIDTH):
         super().__init__()
         self.in_channels = in_channels
-        widths = [64, 128, 256, 512]
-        resnet = resnet34(in_channels)
-        # The official model swaps torchvision's stem conv for one with a bias (its input is not RGB).
+        self.width = width
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        # torchvision's ResNet-34 trunk under the official names (firstconv … encoder4); the stem conv
+        # has a bias, as the official model's replacement of torchvision's (its input is not RGB).
         self.firstconv = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=True)
-        self.firstbn = resnet.bn1
-        self.firstrelu = resnet.relu
-        self.firstmaxpool = resnet.maxpool
-        self.encoder1 = resnet.layer1
-        self.encoder2 = resnet.layer2
-        self.encoder3 = resnet.layer3
-        self.encoder4 = resnet.layer4
+        self.firstbn = nn.BatchNorm2d(widths[0])
+        self.firstrelu = nn.ReLU(inplace=True)
+        self.firstmaxpool = nn.MaxPool2d(3, 2, 1)
+        channels = widths[0]
+        for index, (stage_width, blocks) in enumerate(zip(widths, RESNET34_BLOCKS, strict=True)):
+            setattr(self, f"encoder{index + 1}", make_layer(BasicBlock, channels, stage_width, blocks,
+                                                             stride=1 if index == 0 else 2))
+            channels = stage_width
 
         self.attention4 = AttentionBlock(widths[3])
         self.attention3 = AttentionBlock(widths[2])

@@ -1,16 +1,19 @@
-"""Training checkpoints: atomic writes, the newest one found again, and the RNG states that make
-`--resume` continue bit for bit.
+"""Resume state of a training run: atomic checkpoint writes, the newest one found again, and the
+RNG states that make `--resume` continue bit for bit. (Reading the official published weights is
+training/checkpoints.py's job; this module writes and reads deghost's own run checkpoints.)
 
-A checkpoint is a dict of tensors and plain values (loadable with `torch.load(weights_only=True)`):
-`model` (the network's state_dict in its official key layout), optimizer and scheduler states,
-`step`, `config` and `rng` (one entry per process: torch, CUDA, numpy and Python generator states,
-all as tensors, ints and lists).
+A run checkpoint is a dict of tensors and plain values (loadable with `torch.load(weights_only=True)`):
+the state_dicts of the run's parts under their names (`model`, `optimizer`, … for the suppressor;
+rosinality's `g`, `d`, `g_ema`, `g_optim`, `d_optim` for StyleGAN2), `step`, `config` and `rng` (one
+entry per process: torch, CUDA, numpy and Python generator states, all as tensors, ints and lists),
+plus whatever entries a recipe adds for other programs (`extra`).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,9 @@ import torch
 
 from deghost.files import atomic_write
 
+from . import distributed
 from .checkpoints import load_file
+from .config import config_dict, resume_conflicts
 
 _NAME = re.compile(r"checkpoint-(\d+)\.pt")
 
@@ -68,7 +73,7 @@ def resolve_resume(resume: str, folder: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint, read with weights_only=True (no pickled code runs)."""
     state = load_file(path)
-    missing = {"model", "step", "config", "rng"} - set(state)
+    missing = {"step", "config", "rng"} - set(state)
     if missing:
         raise ValueError(
             f"{path} is not a deghost training checkpoint (no {sorted(missing)}); to start from weights only, "
@@ -109,3 +114,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def checkpoint_state(step: int, parts: dict[str, object], config, context: distributed.Context,
+                     extra: dict | None = None) -> dict:
+    """Everything --resume needs: state_dicts of `parts` (skipping None), step, config, every process's
+    RNG; `extra` entries (plain values and tensors) are stored beside them."""
+    state = {name: part.state_dict() for name, part in parts.items() if part is not None}
+    rng = distributed.gather_objects(rng_state(), context)
+    return {**state, **(extra or {}), "step": step, "config": config_dict(config), "rng": rng}
+
+
+def write_checkpoint(folder: Path, step: int, parts: dict, config, context: distributed.Context,
+                     extra: dict | None = None) -> Path:
+    """All processes gather their RNG states; rank 0 writes. Returns the checkpoint's path."""
+    state = checkpoint_state(step, parts, config, context, extra)
+    if context.is_main:
+        save_checkpoint(folder, step, state, config.keep_checkpoints)
+    return checkpoint_path(folder, step)
+
+
+def resume_or_seed(config, parts: dict[str, object], context: distributed.Context) -> tuple[int, Path | None]:
+    """Load `config.resume` into `parts` (objects with load_state_dict) and this process's RNG: (its
+    step, its path). Without --resume, seed this process's generators (seed + rank: dropout differs
+    between processes): (0, None)."""
+    if not config.resume:
+        seed_everything(config.seed + context.rank)
+        return 0, None
+    path = resolve_resume(config.resume, Path(config.out) / "checkpoints")
+    state = load_checkpoint(path)
+    conflicts = resume_conflicts(state["config"], config)
+    if conflicts:
+        raise ValueError(f"{path} was trained with other settings; resume with the same ones or start a new run "
+                         "in another --out:\n  " + "\n  ".join(conflicts))
+    for name, part in parts.items():
+        if part is not None:
+            part.load_state_dict(state[name])
+    if len(state["rng"]) == context.world_size:
+        set_rng_state(state["rng"][context.rank])
+    else:
+        warnings.warn(f"{path} was written by {len(state['rng'])} processes, not {context.world_size}: random "
+                      "generators are re-seeded, so the run will not repeat the original exactly", stacklevel=2)
+        seed_everything(config.seed + context.rank + state["step"])
+    return state["step"], path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deghost.training.checkpointing import (
+from deghost.training.resume import (
     list_checkpoints,
     load_checkpoint,
     resolve_resume,

@@ -22,12 +22,13 @@ from deghost.training import losses
 from deghost.training.checkpoints import load_file, load_maresunet
 from deghost.training.config import SuppressorConfig
 from deghost.training.data import synthesize_pairs
+from deghost.training.loop import TrainingDiverged
+from deghost.training.suppressor import check_config, train_suppressor
 from deghost.training.synthetic import SyntheticGhosting
-from deghost.training.trainer import TrainingDiverged, check_config, train_suppressor
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:the perceptual loss uses RANDOM"),
+    pytest.mark.filterwarnings("ignore:--random-vgg"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
@@ -46,7 +47,8 @@ def pairs(tmp_path_factory) -> Path:
 
 def tiny(pairs: Path, out: Path, **changes) -> SuppressorConfig:
     config = SuppressorConfig(data=str(pairs), out=str(out), iterations=4, batch_size=2, width=16, disc_size=8,
-                              crop=32, flip=True, workers=0, checkpoint_every=2, log_every=1, sample_every=2)
+                              crop=32, flip=True, workers=0, checkpoint_every=2, log_every=1, sample_every=2,
+                              random_vgg=True)
     return replace(config, **changes)
 
 
@@ -108,7 +110,8 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(
 
 
 def test_training_writes_a_csv_log_and_sample_grids(pairs, tmp_path):
-    train_suppressor(tiny(pairs, tmp_path, iterations=2, adversarial_weight=0.0))
+    last = train_suppressor(tiny(pairs, tmp_path, iterations=2, adversarial_weight=0.0))
+    assert "RANDOM VGG-16" in load_file(last)["perceptual_network"]  # a random-VGG run is labelled
     with open(tmp_path / "log.csv") as file:
         rows = list(csv.DictReader(file))
     assert [row["step"] for row in rows] == ["1", "2"]
@@ -147,6 +150,7 @@ def test_invalid_settings_are_refused_before_training_with_the_fix():
     assert "--crop 48 must be a multiple of 32" in message
     assert "--batch-size 6" in message and "multiple of 4" in message
     assert "--disc-size 12" in message
+    assert "--vgg is required" in message and "vgg16-397923af.pth" in message  # the paper's loss needs the file
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, config: SuppressorConfig) -> None:
