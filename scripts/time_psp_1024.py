@@ -35,7 +35,7 @@ for step in range(steps + 1):
     terms["total"].backward()
     optimizer.step()
     times.append(time.perf_counter() - started)
-    print(f"step {step}: {times[-1]:.1f} s (total loss {float(terms['total']):.3f})", flush=True)
+    print(f"step {step}: {times[-1]:.1f} s (total loss {float(terms['total'].detach()):.3f})", flush=True)
 mean = sum(times[1:]) / steps
 print(f"batch {batch}: {mean:.1f} s/step after warm-up on {torch.get_num_threads()} threads; "
       f"500k steps (pSp's max_steps) = {mean * 500_000 / 86400:.0f} days")
