@@ -36,7 +36,7 @@ def test_every_config_field_is_an_option_with_the_papers_default():
     assert (config.resume, config.betas, config.flip, config.disc_size) == ("latest", (0.5, 0.9), True, 16)
 
 
-@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam"])
+@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam", "stylegan2"])
 def test_each_train_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(["train", command, "--help"])
@@ -45,6 +45,11 @@ def test_each_train_command_explains_itself(command, capsys):
     assert "--out" in text
     if command == "suppressor":
         assert "(default: 200000)" in text and "torchrun" in text
+    if command == "stylegan2":  # rosinality's config-F values, named and as defaults
+        words = " ".join(text.split())
+        assert "gamma 10 every 16 D steps" in words and "weight 2 every 4 G steps" in words
+        assert "--lr LR Adam learning rate" in words and "(default: 0.002)" in words
+        assert "--batch-size BATCH_SIZE" in words and "(default: 16)" in words and "(default: 800000)" in words
 
 
 @pytest.mark.filterwarnings("ignore:--random-vgg")

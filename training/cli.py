@@ -1,8 +1,9 @@
-"""`deghost train synthesize | suppressor | diffcam`. Importing this module loads no torch.
+"""`deghost train synthesize | suppressor | diffcam | stylegan2`. Importing this module loads no torch.
 
     deghost train synthesize --sources faces/ --out pairs/ --source synthetic --size 256
     deghost train suppressor --data pairs/ --out runs/s1 --vgg vgg16-397923af.pth
     torchrun --nproc-per-node 4 -m deghost.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
+    deghost train stylegan2 --data faces/ --out runs/g --size 256
     deghost train diffcam --data faces/ --psp psp_ffhq_encode.pt --directions d/*.npy --out runs/cam
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from deghost.presets import DEFAULT_PRESET, PRESETS
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
-from .config import DiffCamConfig, SuppressorConfig, help_of
+from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
 from .psp_config import PSPConfig
 
 
@@ -112,6 +113,21 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     diffcam.add_argument("--n-classes", type=int, help="classes of --init's classifier (default: 17)")
     add_config_options(diffcam, DiffCamConfig)
     diffcam.set_defaults(run=_diffcam)
+
+    stylegan2 = commands.add_parser(
+        "stylegan2", help="train a StyleGAN2 generator (config F) on a folder of images",
+        description="rosinality/stylegan2-pytorch's train.py recipe, config F, with its values as defaults: "
+        "non-saturating logistic loss; lazy R1, gamma 10 every 16 D steps; path-length regularisation, weight 2 "
+        "every 4 G steps on half the batch, mean decay 0.01; style mixing 0.9; EMA generator with a half-life of "
+        "10k images; Adam lr 0.002 with betas (0, 0.99), both corrected for lazy regularisation (lr*c, "
+        "betas**c, c = every/(every+1)); batch 16; 800k iterations (rosinality's default; the paper's FFHQ "
+        "run saw 25M images at batch 32 on 8 GPUs). --augment adds ADA (target 0.6; x-flip, 90-degree "
+        "rotations, integer translation and colour ops). Checkpoints use rosinality's layout (g, d, g_ema, "
+        "g_optim, d_optim, args, ada_aug_p) plus latent_avg, so pSp, `deghost train psp` and load_stylegan2 "
+        "read them. Several processes: torchrun --nproc-per-node N -m deghost.cli train stylegan2 ...",
+    )
+    add_config_options(stylegan2, StyleGAN2Config)
+    stylegan2.set_defaults(run=_stylegan2)
     return train
 
 
@@ -228,6 +244,18 @@ def _diffcam(args: argparse.Namespace) -> int:
         classifier = checkpoints.load_diffcam(args.init, args.n_classes or 17) if args.init else None
         last = train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
                              psp.generator, directions, args.classes, classifier)
+    except _errors() as error:
+        return _fail(error)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"last checkpoint: {last}")
+    return 0
+
+
+def _stylegan2(args: argparse.Namespace) -> int:
+    from deghost.training.train_stylegan2 import train_stylegan2
+
+    try:
+        last = train_stylegan2(config_from_args(args, StyleGAN2Config))
     except _errors() as error:
         return _fail(error)
     if os.environ.get("RANK", "0") == "0":

@@ -90,6 +90,40 @@ class DiffCamConfig(RunControl):
     seed: int = _option(0, "seed of the data order, the directions drawn and dropout")
 
 
+@dataclass
+class StyleGAN2Config(RunControl):
+    """`deghost train stylegan2`: rosinality/stylegan2-pytorch's train.py, config F (official values below)."""
+
+    data: str = _option("", "folder of training images (recursive); unreadable files are skipped and listed in "
+                        "skipped.json, others center-cropped to a square and resized to --size", required=True)
+    out: str = _option("runs/stylegan2", "run folder: checkpoints/, log.csv, samples/, skipped.json")
+    size: int = _option(1024, "image side, a power of two in [8, 1024] (FFHQ: 1024)")
+    iterations: int = _option(800_000, "optimizer steps of the whole run (rosinality's --iter)")
+    batch_size: int = _option(16, "images per step and process (rosinality's --batch); global batch = this × processes")
+    lr: float = _option(0.002, "Adam learning rate (scaled by every/(every+1) for the lazily regularised nets)")
+    r1: float = _option(10.0, "R1 weight γ on real images")
+    d_reg_every: int = _option(16, "R1 every this many D steps (lazy regularisation, weighted ×this)")
+    path_regularize: float = _option(2.0, "path-length regularisation weight")
+    path_batch_shrink: int = _option(2, "the path-length batch is the batch divided by this")
+    path_decay: float = _option(0.01, "decay of the running mean path length")
+    g_reg_every: int = _option(4, "path-length regularisation every this many G steps")
+    mixing: float = _option(0.9, "style-mixing probability")
+    ema_half_life: int = _option(10_000, "half-life of the EMA generator g_ema, in images "
+                                 "(accum = 0.5 ** (global batch / this); rosinality fixes 32 for the batch)")
+    channel_multiplier: int = _option(2, "channel multiplier (config F: 2)")
+    max_channels: int = _option(512, "cap on feature channels (config F: 512; smaller only for toy CPU runs, whose "
+                                "checkpoints then load with the same cap)")
+    flip: bool = _option(True, "random horizontal flips of the real images (rosinality's dataset)")
+    augment: bool = _option(False, "adaptive discriminator augmentation (ADA) for small data sets")
+    augment_p: float = _option(0.0, "fixed augmentation probability (0 = adapt it towards --ada-target)")
+    ada_target: float = _option(0.6, "ADA target of r_t = E[sign(D(real))]")
+    ada_length: int = _option(500_000, "images over which p can move from 0 to 1")
+    ada_every: int = _option(8, "adjust p every this many D steps (as rosinality's train.py)")
+    latent_avg_samples: int = _option(100_000, "mapped z averaged into each checkpoint's latent_avg (pSp's 1e5)")
+    seed: int = _option(0, "seed of the initial weights, data order, latents, noises and augmentation")
+    sample_every: int = _option(1000, "write a grid of g_ema samples every this many steps")
+
+
 _RUN_CONTROL = frozenset(f.name for f in fields(RunControl))
 
 # Fields that may change between a run and its resumption without changing the result.

@@ -40,9 +40,13 @@ from .stylegan2_ops import (
 BLUR_KERNEL = (1, 3, 3, 1)
 
 
-def feature_channels(channel_multiplier: int = 2) -> dict[int, int]:
-    """Feature channels per resolution (config F has channel_multiplier 2)."""
-    return {
+MAX_CHANNELS = 512  # the official networks' widest layers
+
+
+def feature_channels(channel_multiplier: int = 2, max_channels: int = MAX_CHANNELS) -> dict[int, int]:
+    """Feature channels per resolution (config F has channel_multiplier 2), capped at `max_channels`
+    (512 officially; smaller only for toy-scale training on a CPU, same key names)."""
+    channels = {
         4: 512,
         8: 512,
         16: 512,
@@ -53,6 +57,7 @@ def feature_channels(channel_multiplier: int = 2) -> dict[int, int]:
         512: 32 * channel_multiplier,
         1024: 16 * channel_multiplier,
     }
+    return {side: min(count, max_channels) for side, count in channels.items()}
 
 
 def _log2_size(size: int, channel_multiplier: int) -> int:
@@ -333,6 +338,7 @@ class Generator(nn.Module):
         channel_multiplier: int = 2,
         blur_kernel: Sequence[float] = BLUR_KERNEL,
         lr_mlp: float = 0.01,
+        max_channels: int = MAX_CHANNELS,
     ):
         super().__init__()
         self.log_size = _log2_size(size, channel_multiplier)
@@ -340,7 +346,7 @@ class Generator(nn.Module):
         self.style_dim = style_dim
         self.n_latent = 2 * self.log_size - 2  # one W+ code per modulated conv and ToRGB, shared in pairs
         self.num_layers = 2 * (self.log_size - 2) + 1  # StyledConvs, one noise buffer each
-        channels = feature_channels(channel_multiplier)
+        channels = feature_channels(channel_multiplier, max_channels)
 
         mlp = [EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True) for _ in range(n_mlp)]
         self.style = nn.Sequential(PixelNorm(), *mlp)
@@ -402,9 +408,10 @@ class Generator(nn.Module):
         """The fixed noises [1,1,r,r] in layer order: conv1's, then two per resolution r = 8 … size."""
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
-    def stages(self) -> list[SynthesisStage]:
-        """The resolution steps 8 … size in order, with their modules, noises and W+ indices."""
-        noises = self.noise_buffers()
+    def stages(self, noises: Sequence[Tensor] | None = None) -> list[SynthesisStage]:
+        """The resolution steps 8 … size in order, with their modules, noises (default: the fixed
+        buffers) and W+ indices."""
+        noises = self.noise_buffers() if noises is None else noises
         return [
             SynthesisStage(
                 self.convs[2 * k],
@@ -417,15 +424,19 @@ class Generator(nn.Module):
             for k, to_rgb in enumerate(self.to_rgbs)
         ]
 
-    def synthesis(self, wplus: Tensor) -> Tensor:
-        """wplus: [B,n_latent,style_dim] float32 → image [B,3,size,size], raw (about [-1,1], unclamped)."""
+    def synthesis(self, wplus: Tensor, noises: Sequence[Tensor] | None = None) -> Tensor:
+        """wplus: [B,n_latent,style_dim] float32 → image [B,3,size,size], raw (about [-1,1], unclamped).
+
+        noises: one [1 or B,1,r,r] per layer as `noise_buffers` (training draws fresh ones, as
+        rosinality's randomize_noise); default: the fixed buffers, deterministic."""
+        noises = self.noise_buffers() if noises is None else noises
         assert_shape(wplus, ("B", self.n_latent, self.style_dim), "wplus")
         # Channels-last activations: the CPU convolutions, the depthwise FIR ones above all, run faster
         # (G1024 on 2 cores: ~2.4 s instead of ~3.7 s). Values do not depend on the memory format.
         x = self.input(wplus).contiguous(memory_format=torch.channels_last)
-        x = self.conv1(x, wplus[:, 0], self.noise_buffers()[0])
+        x = self.conv1(x, wplus[:, 0], noises[0])
         skip = self.to_rgb1(x, wplus[:, 1])
-        for stage in self.stages():
+        for stage in self.stages(noises):
             i = stage.latent_index
             x = stage.up_conv(x, wplus[:, i], stage.noise_up)
             x = stage.conv(x, wplus[:, i + 1], stage.noise)
@@ -504,10 +515,11 @@ class Discriminator(nn.Module):
         blur_kernel: FIR taps of the downsampling filters.
     """
 
-    def __init__(self, size: int, channel_multiplier: int = 2, blur_kernel: Sequence[float] = BLUR_KERNEL):
+    def __init__(self, size: int, channel_multiplier: int = 2, blur_kernel: Sequence[float] = BLUR_KERNEL,
+                 max_channels: int = MAX_CHANNELS):
         super().__init__()
         log_size = _log2_size(size, channel_multiplier)
-        channels = feature_channels(channel_multiplier)
+        channels = feature_channels(channel_multiplier, max_channels)
         self.size = size
         self.stddev_group = 4
         self.stddev_feat = 1

@@ -1,0 +1,167 @@
+"""`deghost train stylegan2` at toy scale on crops of the bundled photo: resume, DDP, learning,
+bad input, and checkpoints in rosinality's layout (checked against shared/reference).
+
+Toy networks: 16² images, feature channels capped at 32–64 (same blocks and key names as config F).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from deghost.runtime.images import read_image, write_image
+from deghost.training.checkpoints import load_file, load_stylegan2
+from deghost.training.config import StyleGAN2Config
+from deghost.training.data import DatasetError
+from deghost.training.train_stylegan2 import train_stylegan2
+
+ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """8 crops of the astronaut photo (100–256 px, so most are resized), plus a broken file."""
+    folder = tmp_path_factory.mktemp("photos")
+    photo = read_image(ASTRONAUT).rgb
+    for index in range(8):
+        side = 256 - 20 * index
+        top, left = 30 * index, 200 - 20 * index
+        write_image(folder / f"{index}.png", photo[top : top + side, left : left + side])
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def toy(photos: Path, out: Path, **changes) -> StyleGAN2Config:
+    config = StyleGAN2Config(data=str(photos), out=str(out), size=16, max_channels=32, batch_size=4, iterations=4,
+                             d_reg_every=2, g_reg_every=2, workers=0, checkpoint_every=2, log_every=1,
+                             sample_every=2, latent_avg_samples=256)
+    return replace(config, **changes)
+
+
+def assert_same(a, b, path="") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{index}]")
+    else:
+        assert a == b, f"{path}: {a} != {b}"
+
+
+def test_resumed_training_matches_uninterrupted_training_bit_for_bit(photos, tmp_path):
+    # Adaptive augmentation (p moves every step), mixing, R1 and path length every 2 steps: all state.
+    config = toy(photos, tmp_path / "straight", augment=True, ada_every=1, ada_length=100)
+    straight = load_file(train_stylegan2(config))
+    interrupted = replace(config, out=str(tmp_path / "resumed"), stop_at=2)
+    train_stylegan2(interrupted)
+    resumed = load_file(train_stylegan2(replace(interrupted, stop_at=None, resume="latest")))
+    assert straight["step"] == resumed["step"] == 4
+    assert straight["ada_aug_p"] > 0  # the adaptive p did move, so its state was carried over
+    for part in ("g", "d", "g_ema", "g_optim", "d_optim", "training_state", "latent_avg", "ada_aug_p", "rng"):
+        assert_same(straight[part], resumed[part], part)
+
+
+def test_checkpoints_have_rosinalitys_entries_and_load_through_the_official_layout_loader(photos, tmp_path):
+    # Uncapped channels at 8²: the config-F layout (512 channels up to 32²).
+    last = train_stylegan2(toy(photos, tmp_path, size=8, max_channels=512, iterations=1, latent_avg_samples=1000))
+    content = load_file(last)
+    assert {"g", "d", "g_ema", "g_optim", "d_optim", "args", "ada_aug_p", "latent_avg"} <= set(content)
+    assert content["args"].size == 8 and content["args"].r1 == 10.0 and content["args"].latent == 512
+    loaded = load_stylegan2(last, size=8)  # strict, g_ema and d
+    assert loaded.discriminator is not None and loaded.latent_avg.shape == (512,)
+    # latent_avg is the mean of g_ema's mapping: within 5 standard errors of an independent 4000-sample
+    # estimate (its own 1000 samples add their error too).
+    with torch.no_grad():
+        w = loaded.generator.mapping(torch.randn(4000, 512, generator=torch.Generator().manual_seed(9)))
+    bound = 5 * w.std(0) * (1 / 1000**0.5 + 1 / 4000**0.5)
+    assert ((loaded.latent_avg - w.mean(0)).abs() < bound).all()
+    assert (w.mean(0).abs() > bound).any()  # the mean is not 0: the check can tell a wrong average
+    skipped = json.loads((tmp_path / "skipped.json").read_text())
+    assert [Path(entry["source"]).name for entry in skipped] == ["broken.jpg"]
+
+
+@pytest.mark.slow
+def test_a_256_checkpoint_matches_the_official_state_dict_layouts(photos, tmp_path):
+    last = train_stylegan2(toy(photos, tmp_path, size=256, max_channels=512, batch_size=2, iterations=1,
+                               latent_avg_samples=100))
+    content = load_file(last)
+    for entry, reference in (("g", "stylegan2_g256"), ("g_ema", "stylegan2_g256"), ("d", "stylegan2_d256")):
+        manifest = json.loads((REFERENCE / f"{reference}.json").read_text())
+        expected = [(key, list(shape), dtype) for key, shape, dtype in manifest["entries"]]
+        got = [(key, list(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in
+               content[entry].items()]
+        assert sorted(got) == sorted(expected), entry
+
+
+def test_too_few_images_and_an_empty_folder_are_refused_with_the_fix(photos, tmp_path):
+    with pytest.raises(ValueError, match="cannot fill one batch of 16"):
+        train_stylegan2(toy(photos, tmp_path, batch_size=16))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DatasetError, match="no readable images.*1 files could not be read"):
+        train_stylegan2(toy(tmp_path / "empty", tmp_path / "run"))
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, config: StyleGAN2Config) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    train_stylegan2(config)
+
+
+def test_two_ddp_processes_with_batch_b_equal_one_process_with_batch_2b(photos, tmp_path):
+    # Step 0 runs every part: D, R1, G and path length; fixed-p augmentation on all D inputs.
+    config = toy(photos, tmp_path / "one", batch_size=8, iterations=1, augment=True, augment_p=0.5,
+                 sample_every=100)
+    single = load_file(train_stylegan2(config))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, replace(config, out=str(tmp_path / "two"), batch_size=4)), nprocs=2,
+             join=True)
+    double = load_file(tmp_path / "two" / "checkpoints" / "checkpoint-00000001.pt")
+    assert len(double["rng"]) == 2
+    for part in ("g_optim", "d_optim"):
+        for index, state in single[part]["state"].items():
+            # Adam's first moment is a sum of (1 − β1)-weighted gradients: the averaged gradients must agree.
+            moment, ddp_moment = state["exp_avg"], double[part]["state"][index]["exp_avg"]
+            scale = moment.abs().max().item()
+            torch.testing.assert_close(moment, ddp_moment, rtol=1e-3, atol=1e-5 * scale + 1e-12,
+                                       msg=f"{part} parameter {index}")
+    assert single["training_state"]["mean_path_length"] == pytest.approx(
+        double["training_state"]["mean_path_length"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_few_dozen_steps_move_the_losses_the_right_way(photos, tmp_path):
+    """D learns to tell real from fake and the samples' colour statistics approach the photos'."""
+    steps = 40
+    train_stylegan2(toy(photos, tmp_path, iterations=steps, checkpoint_every=steps, lr=0.002,
+                               sample_every=1000))
+    with open(tmp_path / "log.csv") as file:
+        rows = list(csv.DictReader(file))
+    first, final = rows[:5], rows[-10:]
+
+    def mean(rows, key):
+        return float(np.mean([float(row[key]) for row in rows]))
+
+    # The discriminator starts at chance (loss 2·ln 2 = 1.386) and separates real from fake.
+    gap = mean(final, "real_score") - mean(final, "fake_score")
+    print(f"\nD loss {mean(first, 'd'):.3f} → {mean(final, 'd'):.3f}; real − fake score {gap:.2f}")
+    assert mean(final, "d") < np.log(4) - 0.2
+    assert gap > 1.0
