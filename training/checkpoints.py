@@ -13,6 +13,7 @@ the model it fills and refuses a mismatch with the first differences listed.
 | diff_cam_weight.pt         | load_diffcam        | `shared.*`, `classifier.*`, `fc.*`                       |
 | deghosting.pt              | load_deghosting     | EOGI Deghosting, mmgen generator names                   |
 | vgg16-397923af.pth         | load_vgg16_features | torchvision VGG-16 (`features.*` used)                   |
+| model_ir_se50.pth          | load_arcface        | pSp's ArcFace IR-SE-50 (identity loss, encoder init)     |
 | resnet34-b627a593.pth      | load_resnet34_stem_encoder | torchvision ResNet-34 → MAResU-Net's encoder      |
 | stylegan2-ffhq-config-f.pt | load_stylegan2_discriminator | its `d` alone (suppressor's discriminator init) |
 | suppressor checkpoints     | load_maresunet      | deghost's MAResU-Net: a state_dict or a `model` entry    |
@@ -32,6 +33,7 @@ from torch import nn
 
 from deghost.presets import get_preset
 
+from .models.arcface import ArcFace
 from .models.bisenet import BiSeNet
 from .models.diffcam import DiffCam
 from .models.eogi_deghosting import Deghosting, deghosting_from_official
@@ -39,6 +41,7 @@ from .models.maresunet import MAResUNet
 from .models.psp import PSPEncoder
 from .models.stylegan2 import Discriminator, Generator
 from .models.vgg import VGG16Features
+from .psp_config import ARCFACE_FILE, ARCFACE_URL
 
 # Where each pretrained file comes from: one source for the "missing file" messages.
 PRETRAINED_SOURCES = {
@@ -162,6 +165,12 @@ def load_stylegan2(path: str | Path, size: int = 1024) -> StyleGAN2Checkpoint:
     path = Path(path)
     content = load_file(path)
     g_ema = _require(content, "g_ema", path, "is this a rosinality StyleGAN2 checkpoint?")
+    found = stylegan2_size(g_ema)
+    if found != size:
+        raise CheckpointError(
+            f"{path} holds a {found}x{found} StyleGAN2 generator, but {size}x{size} is needed here; pass a "
+            f"{size}² checkpoint or the preset whose image size is {found}"
+        )
     generator = Generator(size)
     load_strict(generator, _fill_missing_buffers(generator, dict(g_ema), f"{path}['g_ema']"), f"{path}['g_ema']")
     discriminator = None
@@ -235,6 +244,20 @@ def load_vgg16_features(path: str | Path) -> VGG16Features:
     if not any(k.startswith("features.") for k in content):
         raise CheckpointError(f"{path} has no features.* keys; expected torchvision's vgg16-397923af.pth")
     return load_strict(model, features, str(path))
+
+
+def load_arcface(path: str | Path) -> ArcFace:
+    """pSp's `model_ir_se50.pth` (TreB1eN's ArcFace IR-SE-50 at 112²), strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; download pSp's {ARCFACE_FILE} from {ARCFACE_URL}")
+    return load_strict(ArcFace(), load_file(path), str(path))
+
+
+def stylegan2_size(generator_state: Mapping[str, torch.Tensor]) -> int:
+    """Output side of a rosinality generator state_dict: one `to_rgbs.<i>` per resolution 8 … size."""
+    indices = {int(key.split(".")[1]) for key in generator_state if key.startswith("to_rgbs.")}
+    return 2 ** (len(indices) + 2)
 
 
 def load_maresunet(path: str | Path) -> MAResUNet:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from deghost.presets import DEFAULT_PRESET, PRESETS
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
 from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
+from .psp_config import PSPConfig
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,6 +61,40 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     add_config_options(suppressor, SuppressorConfig)
     suppressor.set_defaults(run=_suppressor)
+
+    psp = commands.add_parser(
+        "psp", help="train the pSp encoder into a frozen StyleGAN2 generator",
+        description="pSp's ffhq_encode recipe: GradualStyleEncoder (IR-SE-50 trunk from model_ir_se50.pth), codes + "
+        "latent_avg into the frozen generator, L = 1.0·L2 + 0.8·LPIPS + 0.1·identity (ArcFace) [+ w-norm]; Ranger "
+        "lr 1e-4, batch 8, 500k steps. Writes OUT/psp_ffhq_encode.pt in the official layout at every checkpoint "
+        "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read).",
+    )
+    add_config_options(psp, PSPConfig)
+    psp.set_defaults(run=_psp)
+
+    chain = commands.add_parser(
+        "chain", help="the whole chain from face images to engines that edit a photo (toy scale by default)",
+        description="stylegan2 → samples → psp → directions → diffcam → synthesize → suppressor → export "
+        "--checkpoints → edit, each step as the `deghost` command it prints; a rerun skips finished steps. "
+        "Without --paper-losses the recipes run without ArcFace, LPIPS and VGG files (each labelled in its "
+        "checkpoint); --steps 2 checks the plumbing and trains nothing useful.",
+        epilog="example: deghost train chain --images faces/ --out chain/ --preset tiny --steps 2",
+    )
+    chain.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of aligned face images")
+    chain.add_argument("--out", required=True, type=Path, metavar="DIR", help="chain folder (every step's output)")
+    chain.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="network sizes (default: %(default)s)")
+    chain.add_argument("--stylegan2", type=Path, metavar="FILE",
+                       help="a rosinality StyleGAN2 checkpoint made another way, instead of training one")
+    chain.add_argument("--directions", type=Path, metavar="DIR",
+                       help="<attribute>.npy editing directions (default: seeded random ones, labelled untrained)")
+    chain.add_argument("--steps", type=int, default=2, help="iterations of every recipe (default: %(default)s)")
+    chain.add_argument("--batch-size", type=int, default=2, help="batch of every recipe (default: %(default)s)")
+    chain.add_argument("--samples", type=int, default=8, help="generator samples pSp and Diff-CAM train on")
+    chain.add_argument("--paper-losses", action="store_true",
+                       help="use the weight files below (required then) instead of running without them")
+    for flag in ("--arcface", "--lpips-alexnet", "--lpips-linear", "--vgg"):
+        chain.add_argument(flag, type=Path, metavar="FILE", help="weight file (with --paper-losses)")
+    chain.set_defaults(run=_chain)
 
     diffcam = commands.add_parser(
         "diffcam", help="train the Diff-CAM classifier (which direction was applied)",
@@ -160,6 +196,34 @@ def _suppressor(args: argparse.Namespace) -> int:
         return _fail(error)
     if os.environ.get("RANK", "0") == "0":
         print(f"last checkpoint: {last}")
+    return 0
+
+
+def _chain(args: argparse.Namespace) -> int:
+    from deghost.training.chain import ChainError, ChainOptions, run_chain
+
+    if args.paper_losses and not all((args.arcface, args.lpips_alexnet, args.lpips_linear, args.vgg)):
+        return _fail(ValueError("--paper-losses needs --arcface, --lpips-alexnet, --lpips-linear and --vgg"))
+    options = ChainOptions(**{k: getattr(args, k) for k in (
+        "images", "out", "preset", "stylegan2", "directions", "steps", "batch_size", "samples", "paper_losses",
+        "arcface", "lpips_alexnet", "lpips_linear", "vgg")})
+    try:
+        edited = run_chain(options)
+    except (ChainError, *_errors()) as error:
+        return _fail(error)
+    print(f"edited images: {edited}")
+    return 0
+
+
+def _psp(args: argparse.Namespace) -> int:
+    from deghost.training.train_psp import train_psp
+
+    try:
+        written = train_psp(config_from_args(args, PSPConfig))
+    except _errors() as error:
+        return _fail(error)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pSp checkpoint: {written}")
     return 0
 
 
