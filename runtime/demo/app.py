@@ -117,10 +117,19 @@ def build_app(session: DemoSession):
     return app
 
 
-def launch(app, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
-    """Serve `app` locally: no share link, no server-side rendering (that would need Node)."""
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-               max_file_size=MAX_UPLOAD, prevent_thread_lock=not block, quiet=False, show_error=True)
+def launch(app, host: str = "127.0.0.1", port: int | None = None, block: bool = True, tries: int = 3):
+    """Serve `app` locally: no share link, no server-side rendering (that would need Node).
+
+    Gradio gives its server 5 s to start and then reports the port as taken; on a busy machine that
+    happens to a free port, so a failed start is retried (`tries` in all) before it is believed."""
+    for attempt in range(1, tries + 1):
+        try:
+            app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
+                       max_file_size=MAX_UPLOAD, prevent_thread_lock=not block, quiet=False, show_error=True)
+            return
+        except OSError:
+            if attempt == tries:
+                raise
 
 
 def _faces_note(session: DemoSession) -> str:

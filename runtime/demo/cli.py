@@ -66,7 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if session.banner:
             print(f"deghost demo: NOTE: {session.banner}", file=sys.stderr)
         launch(build_app(session), args.host, args.port)
-    except (ValueError, BackendError) as error:
+    except (ValueError, BackendError, OSError) as error:  # OSError: the port is taken
         return _usage_error(str(error))
     finally:
         session.close()
