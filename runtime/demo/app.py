@@ -107,7 +107,7 @@ def build_app(session: DemoSession):
             return _views(view, chosen_overlays) if view is not None else {v: gr.skip() for v in views}
 
         def _views(view: DemoEdit, chosen_overlays) -> dict:
-            return {v: image for v, (_, image) in zip(views, session.panels(view, chosen_overlays))}
+            return {v: image for v, (_, image) in zip(views, session.panels(view, chosen_overlays), strict=True)}
 
         # One queue slot for both events: they share the one pipeline.
         run.click(on_run, [upload, sample, attribute, alpha, modes, overlays],

@@ -130,7 +130,7 @@ class DemoSession:
             masks.append(("diffcam", view.diffcam_mask))
         if "face" in overlays:
             masks.append(("face", self.face_mask(view).astype(np.float32) / 255))
-        shown = zip(VIEW_TITLES, [view.original, *(view.crops.get(mode) for mode, _ in VIEW_MODES)])
+        shown = zip(VIEW_TITLES, [view.original, *(view.crops.get(mode) for mode, _ in VIEW_MODES)], strict=True)
         return [(title, None if image is None else _overlay(image, masks)) for title, image in shown]
 
     def face_mask(self, view: DemoEdit) -> np.ndarray:
