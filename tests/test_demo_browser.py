@@ -7,7 +7,6 @@ The server is the real command in a child process on 127.0.0.1 with the tiny unt
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.demo_engines import demo_engines
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the demo extra is not installed: pip install '.[demo]'")
@@ -34,7 +35,7 @@ SERVER_START_S = 240
 @pytest.fixture(scope="module")
 def demo_url(request, tmp_path_factory):
     """`deghost demo` serving the tiny engines on a free local port; stopped after the module."""
-    engines = os.environ.get("DEGHOST_DEMO_ENGINES") or request.getfixturevalue("tiny_onnx_dir")
+    engines = demo_engines(request)
     port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
     with open(log, "w") as out:

@@ -76,7 +76,7 @@ def build_app(session: DemoSession):
                     views = [gr.Image(label=title, elem_id=f"view-{title.lower()}", interactive=False, format="png",
                                       min_width=120) for title in VIEW_TITLES]
                 timings = gr.Markdown(elem_id="timings")
-                result = gr.Image(label="result", elem_id="result", interactive=False, format="png")
+                result = gr.Image(label="result", elem_id="result", interactive=False, format="png", height=420)
                 download = gr.File(label="download", file_count="multiple", interactive=False, elem_id="download")
         edited = gr.State()
 
