@@ -69,6 +69,8 @@ def build_app(session: DemoSession):
                                          label="suppress modes (the fused image is always shown)", elem_id="modes")
                 overlays = gr.CheckboxGroup([(label, key) for key, label in OVERLAYS.items()], value=[],
                                             label="overlays on the views", elem_id="overlays")
+                faces = gr.Radio([("every face", "all"), ("the largest face", "largest")], value="all",
+                                 label="faces to edit", elem_id="faces", visible=session.photo_path)
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column(scale=3):
                 status = gr.Markdown(_faces_note(session), elem_id="status")
@@ -80,7 +82,7 @@ def build_app(session: DemoSession):
                 download = gr.File(label="download", file_count="multiple", interactive=False, elem_id="download")
         edited = gr.State()
 
-        def on_run(upload_path, sample_path, attribute_name, alpha_value, chosen_modes, chosen_overlays):
+        def on_run(upload_path, sample_path, attribute_name, alpha_value, chosen_modes, chosen_overlays, which_faces):
             path = upload_path or sample_path
             if not path:
                 yield {status: _error("no photo: upload one or pick a sample")}
@@ -95,7 +97,7 @@ def build_app(session: DemoSession):
             yield {status: "editing… (the views appear when every chosen mode is done)", views[0]: photo,
                    **{v: None for v in views[1:]}, result: None, timings: "", download: None}
             try:
-                view = session.edit(photo, attribute_name, alpha_value, chosen_modes, name=_stem(path))
+                view = session.edit(photo, attribute_name, alpha_value, chosen_modes, _stem(path), which_faces)
             except (ImageError, ValueError) as error:
                 yield {status: _error(str(error)), views[0]: photo, edited: None}
                 return
@@ -110,7 +112,7 @@ def build_app(session: DemoSession):
             return {v: image for v, (_, image) in zip(views, session.panels(view, chosen_overlays), strict=True)}
 
         # One queue slot for both events: they share the one pipeline.
-        run.click(on_run, [upload, sample, attribute, alpha, modes, overlays],
+        run.click(on_run, [upload, sample, attribute, alpha, modes, overlays, faces],
                   [status, *views, result, timings, download, edited], concurrency_id="pipeline")
         overlays.change(on_overlays, [edited, overlays], views, concurrency_id="pipeline")
     app.queue(default_concurrency_limit=1)

@@ -91,9 +91,10 @@ class DemoSession:
             raise ImageError(str(error).replace(str(path), path.name)) from None
         return loaded.rgb, loaded.warnings
 
-    def edit(self, photo: np.ndarray, attribute: str, alpha: float, modes: Sequence[str], name: str = "photo"
-             ) -> DemoEdit:
-        """Edit `photo` (RGB uint8 [H,W,3]) with every mode in `modes` plus the fused image.
+    def edit(self, photo: np.ndarray, attribute: str, alpha: float, modes: Sequence[str], name: str = "photo",
+             faces: str = "all") -> DemoEdit:
+        """Edit `photo` (RGB uint8 [H,W,3]) with every mode in `modes` plus the fused image; `faces`
+        ("all" or "largest") is which faces of the photo to edit on the photo path.
 
         Raises ImageError (bad pixels, no face) or ValueError (unknown attribute or mode) with a message
         fit for the page."""
@@ -102,7 +103,7 @@ class DemoSession:
         modes = ["none", *dict.fromkeys(m for m in modes if m != "none")]
         with self._lock:
             started = time.perf_counter()
-            result, photos, faces = self._edit(photo, attribute, float(alpha), modes)
+            result, photos, found = self._edit(photo, attribute, float(alpha), modes, faces)
             seconds = time.perf_counter() - started
         side = self.pipe.preset.image_size
         mask = result.mask[0, 0]
@@ -111,13 +112,13 @@ class DemoSession:
             crops={mode: result.rgb(mode)[0] for mode in modes}, photos=photos,
             diffcam_mask=cv2.resize(mask, (side, side), interpolation=cv2.INTER_NEAREST),
             model_image=result.images[0], model_fused=result.fused[0], timings_ms=dict(result.timings_ms),
-            seconds=seconds, faces=faces, warnings=list(result.warnings),
+            seconds=seconds, faces=found, warnings=list(result.warnings),
         )
 
-    def _edit(self, photo, attribute, alpha, modes):
+    def _edit(self, photo, attribute, alpha, modes, faces):
         """The one place that chooses between the photo path and the aligned path."""
         if self.photo_path:
-            done = self.pipe.edit_photo(photo, attribute=attribute, alpha=alpha, suppress=modes)
+            done = self.pipe.edit_photo(photo, attribute=attribute, alpha=alpha, suppress=modes, faces=faces)
             return done.result, {mode: done.photos[mode][0] for mode in modes}, len(done.faces)
         result = self.pipe.edit(photo, attribute=attribute, alpha=alpha, suppress=modes)
         return result, {mode: result.rgb(mode)[0] for mode in modes}, None
