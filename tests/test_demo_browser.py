@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 IMAGES = Path(__file__).parent / "data" / "images"
 ASTRONAUT = IMAGES / "astronaut.png"
 RESULT_TIMEOUT_MS = 240_000  # tiny engines edit in seconds; a busy 2-core CI machine may take minutes
+UI_TIMEOUT_MS = 180_000  # an upload or a re-render; generous for the same reason
 SERVER_START_S = 240
 
 
@@ -169,12 +170,12 @@ def test_without_gradio_the_command_names_the_extra(tmp_path):
 
 def upload(page, path: Path) -> None:
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=60_000)
+    page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=UI_TIMEOUT_MS)
 
 
 def clear_upload(page) -> None:
     page.locator("#upload button[aria-label='Clear']").first.click()
-    page.locator("#upload input[type=file]").wait_for(state="attached", timeout=60_000)
+    page.locator("#upload input[type=file]").wait_for(state="attached", timeout=UI_TIMEOUT_MS)
 
 
 def only_ours(page) -> None:
@@ -191,8 +192,8 @@ def run_and_wait(page) -> None:
 
 def shown(page, selector: str) -> None:
     """Wait until the image element is visible and its picture has loaded (non-zero natural width)."""
-    page.locator(selector).wait_for(state="visible", timeout=60_000)
-    page.wait_for_function("s => document.querySelector(s).naturalWidth > 0", arg=selector, timeout=60_000)
+    page.locator(selector).wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    page.wait_for_function("s => document.querySelector(s).naturalWidth > 0", arg=selector, timeout=UI_TIMEOUT_MS)
 
 
 def screenshot(page, path: Path) -> Path:
