@@ -95,3 +95,11 @@ def test_a_bad_upload_is_named_by_its_file_name_not_its_temporary_path(session, 
         session.read(bad)
     assert str(error.value).startswith("holiday.png could not be decoded")
     assert str(tmp_path) not in str(error.value)
+
+
+def test_old_downloads_are_deleted_and_the_latest_kept(session, edited, monkeypatch):
+    monkeypatch.setattr("deghost.runtime.demo.session.KEEP_DOWNLOADS", 2)
+    written = [session.downloads(edited) for _ in range(4)]
+    folders = [paths[0].parent for paths in written]
+    assert [folder.exists() for folder in folders] == [False, False, True, True]
+    assert all(path.is_file() for path in written[-1])

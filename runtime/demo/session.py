@@ -10,6 +10,8 @@ time, since the pipeline opens stages lazily and the stages use every core anywa
 
 from __future__ import annotations
 
+import itertools
+import shutil
 import tempfile
 import threading
 import time
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..grid import make_grid
-from ..images import ImageError, from_model_output, read_image, write_image
+from ..images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from ..pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
 
 # Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.
@@ -32,7 +34,7 @@ DEFAULT_MODES = ("network", "eogi", "poisson")
 OVERLAYS = {"diffcam": "Diff-CAM mask", "face": "face mask"}
 _OVERLAY_COLOURS = {"diffcam": (255, 64, 32), "face": (32, 160, 255)}
 REPO_SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "images"  # in a source checkout
-SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
+KEEP_DOWNLOADS = 32  # clicks whose PNGs stay on disk; older ones are deleted (Gradio has served its copy)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class DemoSession:
         self.pipe, self.samples = pipe, list(samples)
         self._lock = threading.Lock()
         self._downloads = Path(tempfile.mkdtemp(prefix="deghost-demo-"))
+        self._clicks = itertools.count()
 
     @property
     def banner(self) -> str | None:
@@ -144,7 +147,10 @@ class DemoSession:
     def downloads(self, view: DemoEdit) -> list[Path]:
         """The edited photo (`result_mode`'s) and the Figure 2 grid as PNGs in a fresh folder of their own."""
         mode = result_mode(view)
-        folder = Path(tempfile.mkdtemp(dir=self._downloads))
+        for old in sorted(self._downloads.iterdir())[: -KEEP_DOWNLOADS + 1]:  # named in click order
+            shutil.rmtree(old, ignore_errors=True)
+        folder = self._downloads / f"{next(self._clicks):08d}"
+        folder.mkdir()
         stem = f"{view.name}_{view.label}"
         grid = make_grid([(t, image) for t, image in self.panels(view) if image is not None], banner=self.banner)
         return [write_image(folder / f"{stem}_{mode}.png", view.photos[mode]),
@@ -152,9 +158,7 @@ class DemoSession:
 
     def close(self) -> None:
         self.pipe.close()
-        for path in sorted(self._downloads.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        self._downloads.rmdir()
+        shutil.rmtree(self._downloads, ignore_errors=True)
 
 
 def result_mode(view: DemoEdit) -> str:
@@ -175,7 +179,7 @@ def find_samples(folders: Sequence[Path]) -> list[Path]:
     found = []
     for folder in folders:
         if folder.is_dir():
-            found += sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES and p.is_file())
+            found += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     return found
 
 
