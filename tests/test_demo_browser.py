@@ -169,12 +169,16 @@ def test_without_gradio_the_command_names_the_extra(tmp_path):
 
 
 def upload(page, path: Path) -> None:
+    """Upload `path` and wait until the component holds it (its Clear button appears with the file)."""
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.locator("#upload button[aria-label='Clear']").first.wait_for(timeout=UI_TIMEOUT_MS)
 
 
 def clear_upload(page) -> None:
+    """Remove the uploaded file and wait until the page shows it gone (an upload made before the
+    clear is done would be cleared with it)."""
     page.locator("#upload button[aria-label='Clear']").first.click()
+    page.locator("#upload button[aria-label='Clear']").first.wait_for(state="detached", timeout=UI_TIMEOUT_MS)
     page.locator("#upload input[type=file]").wait_for(state="attached", timeout=UI_TIMEOUT_MS)
 
 
