@@ -1,0 +1,78 @@
+"""`deghost demo`: serve the web demo on this machine (Gradio, offline).
+
+Exit codes: 0 served until stopped, 2 usage or configuration error (no Gradio, no engines, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..backends import BACKENDS, BackendError
+from .session import REPO_SAMPLES, DemoSession, find_samples
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+DESCRIPTION = """\
+A web page to try the edits: upload a photo or pick a sample, choose the attribute and α, compare
+the suppress modes side by side (original | fused | EOGI | ours | Poisson, as in the paper's
+Figure 2), overlay the Diff-CAM and face masks, read the per-stage timings and download the result.
+Runs on the exported engines (no PyTorch) and needs nothing from the internet. Needs the `demo`
+extra: pip install 'deghost[demo]'."""
+
+EPILOG = """\
+examples:
+  deghost demo --engines engines/                 then open http://127.0.0.1:7860
+  deghost demo --engines engines/ --port 8080 --samples my_faces/
+
+Requests share one pipeline and run one at a time (a queue), so a second visitor waits rather
+than loading the models again. Serve on 127.0.0.1 (the default) unless you mean to expose it."""
+
+
+def add_demo_command(subparsers) -> argparse.ArgumentParser:
+    """Register `demo` on an argparse subparsers object; the command runs `args.run(args)` → exit code."""
+    parser = subparsers.add_parser(
+        "demo", help="a web page to try edits and compare the suppress modes (Gradio, offline)",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
+                        help="folder with manifest.json, engines/graphs and directions/ (default: engines/)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7860, metavar="N", help="port (default: %(default)s)")
+    parser.add_argument("--samples", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="folders of sample photos offered beside the upload (default: the repository's "
+                        "tests/data/images, when present)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT where the engines load, else ONNX Runtime (default: auto)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="ONNX Runtime threads per operator (default: all cores)")
+    parser.set_defaults(run=run_demo)
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+    from .app import GradioMissing, build_app, import_gradio, launch
+
+    try:
+        import_gradio()  # before the models load: the missing extra is the first thing to hear about
+        pipe = Pipeline.load(args.engines, backend=args.backend, threads=args.threads)
+    except (GradioMissing, ValueError) as error:  # ManifestError is a ValueError
+        return _usage_error(str(error))
+    session = DemoSession(pipe, find_samples([*args.samples, REPO_SAMPLES]))
+    try:
+        session.prepare()
+        if session.banner:
+            print(f"deghost demo: NOTE: {session.banner}", file=sys.stderr)
+        launch(build_app(session), args.host, args.port)
+    except (ValueError, BackendError, OSError) as error:  # OSError: the port is taken
+        return _usage_error(str(error))
+    finally:
+        session.close()
+    return EXIT_OK
+
+
+def _usage_error(message: str) -> int:
+    print(f"deghost demo: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,192 @@
+"""The demo's work without Gradio: one shared Pipeline, the edit of an uploaded photo, the views to show.
+
+    session = DemoSession(Pipeline.load("engines/"))
+    view = session.edit(photo_rgb, attribute="smile", alpha=20.0, modes=["network", "eogi", "poisson"])
+    panels = session.panels(view, overlays=["diffcam"])   # Figure 2: original | fused | EOGI | ours | Poisson
+
+Requests share the one pipeline (opening its stages is the slow part); a lock keeps them one at a
+time, since the pipeline opens stages lazily and the stages use every core anyway.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..grid import make_grid
+from ..images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
+from ..pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+
+# Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.
+VIEW_MODES = (("none", "fused"), ("eogi", "EOGI"), ("network", "ours"), ("poisson", "Poisson"))
+VIEW_TITLES = ("original", *(title for _, title in VIEW_MODES))
+CHOOSABLE_MODES = tuple(mode for mode, _ in VIEW_MODES if mode != "none")  # fused is always shown
+DEFAULT_MODES = ("network", "eogi", "poisson")
+OVERLAYS = {"diffcam": "Diff-CAM mask", "face": "face mask"}
+_OVERLAY_COLOURS = {"diffcam": (255, 64, 32), "face": (32, 160, 255)}
+REPO_SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "images"  # in a source checkout
+KEEP_DOWNLOADS = 32  # clicks whose PNGs stay on disk; older ones are deleted (Gradio has served its copy)
+
+
+@dataclass
+class DemoEdit:
+    """One click's result. Crops are the aligned faces the models saw (the first face, when several);
+    `photos` are what gets downloaded: the whole photo with every face edited (photo path) or the crop."""
+
+    name: str  # the photo's file stem, for download names
+    label: str  # e.g. "smile+20"
+    original: np.ndarray  # RGB uint8 [S,S,3] the aligned face as the models saw it
+    crops: dict[str, np.ndarray]  # suppress mode ("none" = fused) → RGB uint8 [S,S,3]
+    photos: dict[str, np.ndarray]  # suppress mode → RGB uint8, the photo's size (or the crop's)
+    diffcam_mask: np.ndarray  # float32 [S,S] in [0,1]
+    model_image: np.ndarray = field(repr=False)  # float32 [3,S,S], for the face mask
+    model_fused: np.ndarray = field(repr=False)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall clock of the edit call
+    faces: int | None = None  # faces found (photo path) or None (aligned path: the photo is the face)
+    warnings: list[str] = field(default_factory=list)
+    face_mask: np.ndarray | None = None  # uint8 {0,255} [S,S], computed on first request
+
+
+class DemoSession:
+    """The one pipeline every request uses, and what the page needs from it."""
+
+    def __init__(self, pipe: Pipeline, samples: Sequence[Path] = ()):
+        self.pipe, self.samples = pipe, list(samples)
+        self._lock = threading.Lock()
+        self._downloads = Path(tempfile.mkdtemp(prefix="deghost-demo-"))
+        self._clicks = itertools.count()
+
+    @property
+    def banner(self) -> str | None:
+        return UNTRAINED_LABEL if self.pipe.untrained else None
+
+    @property
+    def attributes(self) -> list[str]:
+        return self.pipe.attributes
+
+    @property
+    def photo_path(self) -> bool:
+        """True when the pipeline finds and aligns faces in ordinary photos (`edit_photo`)."""
+        return hasattr(self.pipe, "edit_photo")
+
+    def prepare(self) -> None:
+        """Open every stage now, so the first click does not pay for it."""
+        with self._lock:
+            self.pipe.prepare(list(SUPPRESS_MODES))
+
+    def read(self, path: str | Path) -> tuple[np.ndarray, list[str]]:
+        """An uploaded file → (RGB uint8, warnings); ImageError names the file by its name only
+        (uploads live under random temporary paths that mean nothing to the person)."""
+        path = Path(path)
+        try:
+            loaded = read_image(path)
+        except ImageError as error:
+            raise ImageError(str(error).replace(str(path), path.name)) from None
+        return loaded.rgb, loaded.warnings
+
+    def edit(self, photo: np.ndarray, attribute: str, alpha: float, modes: Sequence[str], name: str = "photo",
+             faces: str = "all") -> DemoEdit:
+        """Edit `photo` (RGB uint8 [H,W,3]) with every mode in `modes` plus the fused image; `faces`
+        ("all" or "largest") is which faces of the photo to edit on the photo path.
+
+        Raises ImageError (bad pixels, no face) or ValueError (unknown attribute or mode) with a message
+        fit for the page."""
+        if attribute not in self.attributes:
+            raise ValueError(f"unknown attribute {attribute!r}; choose one of {', '.join(self.attributes)}")
+        modes = ["none", *dict.fromkeys(m for m in modes if m != "none")]
+        with self._lock:
+            started = time.perf_counter()
+            result, photos, found = self._edit(photo, attribute, float(alpha), modes, faces)
+            seconds = time.perf_counter() - started
+        side = self.pipe.preset.image_size
+        mask = result.mask[0, 0]
+        return DemoEdit(
+            name=name, label=result.edits[0].label, original=from_model_output(result.images[0]),
+            crops={mode: result.rgb(mode)[0] for mode in modes}, photos=photos,
+            diffcam_mask=cv2.resize(mask, (side, side), interpolation=cv2.INTER_NEAREST),
+            model_image=result.images[0], model_fused=result.fused[0], timings_ms=dict(result.timings_ms),
+            seconds=seconds, faces=found, warnings=list(result.warnings),
+        )
+
+    def _edit(self, photo, attribute, alpha, modes, faces):
+        """The one place that chooses between the photo path and the aligned path."""
+        if self.photo_path:
+            done = self.pipe.edit_photo(photo, attribute=attribute, alpha=alpha, suppress=modes, faces=faces)
+            return done.result, {mode: done.photos[mode][0] for mode in modes}, len(done.faces)
+        result = self.pipe.edit(photo, attribute=attribute, alpha=alpha, suppress=modes)
+        return result, {mode: result.rgb(mode)[0] for mode in modes}, None
+
+    def panels(self, view: DemoEdit, overlays: Sequence[str] = ()) -> list[tuple[str, np.ndarray | None]]:
+        """Figure 2's views (title, RGB uint8 or None when that mode was not run), with the masks drawn
+        over every view that `overlays` ("diffcam", "face") asks for."""
+        masks = []
+        if "diffcam" in overlays:
+            masks.append(("diffcam", view.diffcam_mask))
+        if "face" in overlays:
+            masks.append(("face", self.face_mask(view).astype(np.float32) / 255))
+        shown = zip(VIEW_TITLES, [view.original, *(view.crops.get(mode) for mode, _ in VIEW_MODES)], strict=True)
+        return [(title, None if image is None else _overlay(image, masks)) for title, image in shown]
+
+    def face_mask(self, view: DemoEdit) -> np.ndarray:
+        """The face-parser mask Poisson blending uses (face in both I and F_fused), cached on the view."""
+        if view.face_mask is None:
+            with self._lock:
+                view.face_mask = self.pipe.face_mask(view.model_image, view.model_fused)
+        return view.face_mask
+
+    def downloads(self, view: DemoEdit) -> list[Path]:
+        """The edited photo (`result_mode`'s) and the Figure 2 grid as PNGs in a fresh folder of their own."""
+        mode = result_mode(view)
+        for old in sorted(self._downloads.iterdir())[: -KEEP_DOWNLOADS + 1]:  # named in click order
+            shutil.rmtree(old, ignore_errors=True)
+        folder = self._downloads / f"{next(self._clicks):08d}"
+        folder.mkdir()
+        stem = f"{view.name}_{view.label}"
+        grid = make_grid([(t, image) for t, image in self.panels(view) if image is not None], banner=self.banner)
+        return [write_image(folder / f"{stem}_{mode}.png", view.photos[mode]),
+                write_image(folder / f"{stem}_grid.png", grid)]
+
+    def close(self) -> None:
+        self.pipe.close()
+        shutil.rmtree(self._downloads, ignore_errors=True)
+
+
+def result_mode(view: DemoEdit) -> str:
+    """The mode whose photo is the result: ours when it ran, else the first chosen, else the fused image."""
+    return next((mode for mode in ("network", "eogi", "poisson") if mode in view.photos), "none")
+
+
+def timings_text(view: DemoEdit) -> str:
+    """`encoder 31 ms · generator 220 ms · … · total 0.61 s` with the stages in the order they ran."""
+    stages = [(k, v) for k, v in view.timings_ms.items() if k not in (BLEND, GLUE)]
+    stages += [(k, view.timings_ms[k]) for k in (BLEND, GLUE) if k in view.timings_ms]
+    parts = " · ".join(f"{name} {ms:.0f} ms" for name, ms in stages)
+    return f"{parts} · total {view.seconds:.2f} s"
+
+
+def find_samples(folders: Sequence[Path]) -> list[Path]:
+    """The sample photos offered beside the upload: image files of the given folders, by name."""
+    found = []
+    for folder in folders:
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return found
+
+
+def _overlay(image: np.ndarray, masks: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Each mask ([S,S] in [0,1]) tinted over the image at half strength, in its own colour."""
+    out = image.astype(np.float32)
+    for kind, mask in masks:
+        weight = 0.5 * mask[..., None]
+        out = out * (1 - weight) + np.float32(_OVERLAY_COLOURS[kind]) * weight
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -1,0 +1,105 @@
+"""The demo's work without a browser: Figure 2's views, mask overlays, downloads and the page's messages,
+on the tiny untrained engines through the real pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deghost.runtime.demo.session import DemoSession, timings_text
+from deghost.runtime.images import ImageError, read_image
+from deghost.runtime.pipeline import Pipeline
+from tests.helpers.demo_engines import demo_engines
+
+ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+
+
+@pytest.fixture(scope="module")
+def session(request):
+    demo = DemoSession(Pipeline.load(demo_engines(request), backend="onnxruntime"))
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return read_image(ASTRONAUT).rgb
+
+
+@pytest.fixture(scope="module")
+def edited(session, photo):
+    return session.edit(photo, "smile", -10.0, ["network"], name="astronaut")
+
+
+def test_views_are_figure_2_with_only_the_modes_that_ran(session, edited):
+    panels = session.panels(edited)
+    assert [title for title, _ in panels] == ["original", "fused", "EOGI", "ours", "Poisson"]
+    shown = dict(panels)
+    assert shown["EOGI"] is None and shown["Poisson"] is None
+    side = session.pipe.preset.image_size
+    for title in ("original", "fused", "ours"):
+        assert shown[title].shape == (side, side, 3) and shown[title].dtype == np.uint8
+    assert edited.label == "smile-10"
+    assert "untrained" in session.banner
+
+
+def test_the_diffcam_overlay_tints_the_mask_and_leaves_the_rest(session, edited):
+    plain, tinted = dict(session.panels(edited)), dict(session.panels(edited, ["diffcam"]))
+    mask = edited.diffcam_mask
+    assert mask.min() == 0.0 and mask.max() > 0.5, "the untrained Diff-CAM mask should still mark a region"
+    outside = mask == 0
+    np.testing.assert_array_equal(tinted["fused"][outside], plain["fused"][outside])
+    # Inside, half the pixel plus half the overlay colour, weighted by the mask (colour: any one of
+    # the channels moves towards it, so check the weighted mean directly).
+    weight = 0.5 * mask[..., None]
+    colour = np.array([255, 64, 32], np.float32)
+    expected = np.rint(plain["fused"] * (1 - weight) + colour * weight)
+    assert np.abs(tinted["fused"].astype(np.float32) - expected).max() <= 1
+
+
+def test_the_face_mask_overlay_is_the_poisson_face_region(session, edited):
+    region = session.face_mask(edited)
+    side = session.pipe.preset.image_size
+    assert region.shape == (side, side) and set(np.unique(region)) <= {0, 255}
+    tinted = dict(session.panels(edited, ["face"]))["original"]
+    np.testing.assert_array_equal(tinted[region == 0], edited.original[region == 0])
+
+
+def test_downloads_are_the_result_photo_and_the_grid(session, edited, photo):
+    result, grid = session.downloads(edited)
+    assert result.name == "astronaut_smile-10_network.png" and grid.name == "astronaut_smile-10_grid.png"
+    np.testing.assert_array_equal(read_image(result).rgb, edited.photos["network"])
+    expected_shape = photo.shape if session.photo_path else edited.original.shape
+    assert read_image(result).rgb.shape == expected_shape
+    assert read_image(grid).rgb.shape[1] == 3 * edited.original.shape[1]  # original | fused | ours
+
+
+def test_timings_list_every_stage_that_ran_and_the_total(edited):
+    text = timings_text(edited)
+    for stage in ("encoder", "generator", "diffcam", "suppressor", "glue"):
+        assert f"{stage} " in text
+    assert "deghosting" not in text and text.endswith(f"total {edited.seconds:.2f} s")
+
+
+def test_an_unknown_attribute_names_the_choices(session, photo):
+    with pytest.raises(ValueError, match="unknown attribute 'hair_colour'; choose one of .*smile"):
+        session.edit(photo, "hair_colour", 20.0, ["network"])
+
+
+def test_a_bad_upload_is_named_by_its_file_name_not_its_temporary_path(session, tmp_path):
+    bad = tmp_path / "holiday.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageError) as error:
+        session.read(bad)
+    assert str(error.value).startswith("holiday.png could not be decoded")
+    assert str(tmp_path) not in str(error.value)
+
+
+def test_old_downloads_are_deleted_and_the_latest_kept(session, edited, monkeypatch):
+    monkeypatch.setattr("deghost.runtime.demo.session.KEEP_DOWNLOADS", 2)
+    written = [session.downloads(edited) for _ in range(4)]
+    folders = [paths[0].parent for paths in written]
+    assert [folder.exists() for folder in folders] == [False, False, True, True]
+    assert all(path.is_file() for path in written[-1])
