@@ -11,6 +11,7 @@ and with `grid` also `<stem>_<attribute><alpha>_grid.png`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
@@ -110,7 +111,7 @@ def run_folder(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} is a file; give a folder")
     edits = pipe.edits(attribute, alpha, class_index)
-    modes = list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
+    modes = suppress_modes(suppress, grid)
     report = FolderReport(untrained=pipe.untrained)
     jobs = _plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
     if jobs:
@@ -141,9 +142,14 @@ def run_folder(
                 report.written += count
                 report.io_ms["encode"] += ms
             except (ImageError, OSError) as error:
-                _fail(report, job.source, f"writing failed: {error}", None)
+                _fail(report, job.source, write_failure(error), None)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def suppress_modes(suppress: str, grid: bool) -> list[str]:
+    """The suppress modes a run computes: the one asked for, plus those the comparison grid shows."""
+    return list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
 
 
 def _decoded_batches(jobs: list[_Job], pool: ThreadPoolExecutor, batch: int, side: int, report: FolderReport,
@@ -218,6 +224,13 @@ def _write_outputs(job: _Job, result: EditResult, image: int, protected: Sequenc
     return len(job.outputs), (time.perf_counter() - start) * 1e3
 
 
+def write_failure(error: Exception) -> str:
+    """The report line of an output that could not be written; a full disk says so and what to do."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"writing failed: the output disk is full ({error}); free space or give another --out"
+    return f"writing failed: {error}"
+
+
 def _fail(report: FolderReport, source: Path, message: str, bar: tqdm | None) -> None:
     """Record a failed input; the message names the file (most ImageErrors already do)."""
     message = message if str(source) in message else f"{source}: {message}"
@@ -225,3 +238,12 @@ def _fail(report: FolderReport, source: Path, message: str, bar: tqdm | None) ->
     log.error("%s", message)
     if bar is not None:
         bar.update(1)
+
+
+# The steps a distributed runner reuses (runtime/ray_batch.py), so its naming, skip-existing rule,
+# decoding, encoding and failure messages are this module's: one source for each.
+Job = _Job
+plan_jobs = _plan
+decode_input = _decode
+write_outputs = _write_outputs
+record_failure = _fail
