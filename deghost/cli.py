@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deghost.bench import add_bench_command
     from deghost.export.cli import add_build_command, add_export_command
     from deghost.runtime.cli import add_edit_command
+    from deghost.runtime.serve_cli import add_serve_command
     from deghost.training.cli import add_train_command
     from deghost.training.evaluation.cli import add_eval_command
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_eval_command(commands)
     add_bench_command(commands)
+    add_serve_command(commands)
     return parser
 
 

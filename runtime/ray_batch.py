@@ -73,7 +73,7 @@ class EditActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         report = FolderReport()
         jobs = [Job(Path(source), {(k, kind): Path(path) for k, kind, path in json.loads(outputs)})
-                for source, outputs in zip(batch["source"], batch["outputs"])]
+                for source, outputs in zip(batch["source"], batch["outputs"], strict=True)]
         ready = []
         for job in jobs:
             try:
@@ -156,7 +156,7 @@ def run_folder_ray(
     with connected(address) as ray:
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-        use_gpus = gpus > 0 and backend != "cpu"
+        use_gpus = gpus > 0
         workers = ray_workers or (gpus if use_gpus else max(1, cpus // CORES_PER_CPU_WORKER))
         cpus_each = 1 if use_gpus else cpus / workers
         threads = threads or max(1, math.floor(cpus_each))
