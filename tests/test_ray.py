@@ -174,3 +174,26 @@ def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
     assert _post(f"{service}/edit", b"\0" * (MAX_UPLOAD_BYTES + 1))[0] == 413
     manifest = json.loads(urllib.request.urlopen(f"{service}/manifest", timeout=30).read())
     assert manifest["image_size"] == 256 and "smile" in manifest["attributes"] and manifest["untrained"] is True
+
+
+def test_synthesize_on_ray_makes_the_local_runs_dataset(ray_cluster, tmp_path):
+    from deghost.training.data import synthesize_pairs
+    from deghost.training.ray_synthesis import synthesize_pairs_ray
+    from deghost.training.synthetic import SyntheticGhosting
+
+    _faces(tmp_path / "in" / "a", 2)
+    _faces(tmp_path / "in" / "b", 1)
+    (tmp_path / "in" / "b" / "broken.png").write_bytes(b"no image here")
+    local = synthesize_pairs(tmp_path / "in", tmp_path / "local", SyntheticGhosting(), 64, batch_size=2,
+                             progress=False)
+    distributed = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
+                                       workers=2, progress=False)
+
+    assert (distributed.made, len(distributed.skipped)) == (local.made, len(local.skipped)) == (3, 1)
+    made = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
+    for relative in made:  # same pixels, same manifest lines in the same order, same settings
+        assert (tmp_path / "ray" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes(), relative
+    again = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
+                                 progress=False)
+    assert (again.made, again.already_done) == (0, 3)
