@@ -130,8 +130,10 @@ def _error(message: str, status: int, headers: dict | None = None) -> Response:
 
 def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST, port: int = DEFAULT_PORT,
                   backend: str = "auto", threads: int | None = None, max_batch: int = 4, queue_limit: int = 16,
-                  aligned: bool = True, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0) -> str:
-    """Deploy the service on the connected Ray cluster → its base URL. Stop it with `serve.shutdown()`."""
+                  aligned: bool = True, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
+                  app_name: str = APP_NAME, route_prefix: str = "/") -> str:
+    """Deploy the service on the connected Ray cluster → the server's base URL (the app answers under
+    `route_prefix`). Stop it with `serve.shutdown()`."""
     Pipeline.load(engines)  # a missing or broken manifest fails here, with its message, not in a replica
     serve.start(http_options={"host": host, "port": port})
     deployment = EditService.options(
@@ -141,7 +143,7 @@ def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
     )
     serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned),
-              name=APP_NAME, route_prefix="/")
+              name=app_name, route_prefix=route_prefix)
     return f"http://{host}:{port}"
 
 

@@ -108,13 +108,38 @@ def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tm
         assert np.array_equal(read_image(path).rgb, image)
 
 
+def test_synthesize_on_ray_makes_the_local_runs_dataset(ray_cluster, tmp_path):
+    from deghost.training.data import synthesize_pairs
+    from deghost.training.ray_synthesis import synthesize_pairs_ray
+    from deghost.training.synthetic import SyntheticGhosting
+
+    _faces(tmp_path / "in" / "a", 2)
+    _faces(tmp_path / "in" / "b", 1)
+    (tmp_path / "in" / "b" / "broken.png").write_bytes(b"no image here")
+    local = synthesize_pairs(tmp_path / "in", tmp_path / "local", SyntheticGhosting(), 64, batch_size=2,
+                             progress=False)
+    distributed = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
+                                       workers=2, progress=False)
+
+    assert (distributed.made, len(distributed.skipped)) == (local.made, len(local.skipped)) == (3, 1)
+    made = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
+    for relative in made:  # same pixels, same manifest lines in the same order, same settings
+        assert (tmp_path / "ray" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes(), relative
+    again = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
+                                 progress=False)
+    assert (again.made, again.already_done) == (0, 3)
+
+
 @pytest.fixture(scope="module")
 def service(ray_cluster):
     from ray import serve
 
     from deghost.runtime.serve_app import start_service
 
-    url = start_service(TINY_ENGINES, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8)
+    # the Ray Data tests above need the cluster's CPUs; the service tests come last and share one replica
+    url = start_service(TINY_ENGINES, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8,
+                        cpus_per_replica=0.5)
     yield url
     serve.shutdown()
 
@@ -176,24 +201,21 @@ def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
     assert manifest["image_size"] == 256 and "smile" in manifest["attributes"] and manifest["untrained"] is True
 
 
-def test_synthesize_on_ray_makes_the_local_runs_dataset(ray_cluster, tmp_path):
-    from deghost.training.data import synthesize_pairs
-    from deghost.training.ray_synthesis import synthesize_pairs_ray
-    from deghost.training.synthetic import SyntheticGhosting
 
-    _faces(tmp_path / "in" / "a", 2)
-    _faces(tmp_path / "in" / "b", 1)
-    (tmp_path / "in" / "b" / "broken.png").write_bytes(b"no image here")
-    local = synthesize_pairs(tmp_path / "in", tmp_path / "local", SyntheticGhosting(), 64, batch_size=2,
-                             progress=False)
-    distributed = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
-                                       workers=2, progress=False)
+@pytest.mark.slow
+def test_service_turns_a_request_storm_away_with_503_and_retry_after(service, tmp_path):
+    from deghost.runtime.serve_app import start_service
 
-    assert (distributed.made, len(distributed.skipped)) == (local.made, len(local.skipped)) == (3, 1)
-    made = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
-    assert made == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
-    for relative in made:  # same pixels, same manifest lines in the same order, same settings
-        assert (tmp_path / "ray" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes(), relative
-    again = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "synthetic", size=64, batch_size=2,
-                                 progress=False)
-    assert (again.made, again.already_done) == (0, 3)
+    # a second app on the same Serve instance: one edit admitted at a time, no batching
+    small = start_service(TINY_ENGINES, port=int(service.rsplit(":", 1)[1]), threads=1, max_batch=1, queue_limit=1,
+                          cpus_per_replica=0.5, app_name="deghost-small", route_prefix="/small")
+    face = _faces(tmp_path, 1)[0].read_bytes()
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(_post(f"{small}/small/edit", face))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    statuses = sorted(status for status, _, _ in answers)
+    assert len(statuses) == 4 and statuses[0] == 200 and 503 in statuses, statuses
+    assert all(int(headers["retry-after"]) >= 1 for status, headers, _ in answers if status == 503)
