@@ -127,7 +127,7 @@ def _edit(args: argparse.Namespace) -> int:
 def _edit_on_ray(args: argparse.Namespace, inputs: list[Path]) -> int:
     """`--ray`: the same run, plan, files, summary and exit codes on a Ray cluster (runtime/ray_batch.py)."""
     from .ray_batch import run_folder_ray
-    from .ray_cluster import RayMissingError
+    from .ray_cluster import RayJobError, RayMissingError
 
     if args.ray_workers is not None and args.ray_workers < 1:
         return _usage_error("--ray-workers must be at least 1")
@@ -137,7 +137,7 @@ def _edit_on_ray(args: argparse.Namespace, inputs: list[Path]) -> int:
             args.grid, args.class_index, args.ray_workers, args.threads, args.backend,
             address=None if args.ray == RAY_LOCAL else args.ray, progress=not args.quiet,
         )
-    except (ValueError, BackendError, RayMissingError) as error:
+    except (ValueError, BackendError, RayMissingError, RayJobError) as error:
         return _usage_error(str(error))
     if report.untrained:
         logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)

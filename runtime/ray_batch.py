@@ -41,7 +41,7 @@ from .folder import (
 )
 from .images import ImageError
 from .pipeline import Pipeline
-from .ray_cluster import connected
+from .ray_cluster import RayJobError, connected
 
 MAX_RESTARTS = 3  # an actor process that dies is started again this many times
 MAX_TASK_RETRIES = 3  # and the batch it was running is re-run this many times
@@ -179,14 +179,25 @@ def run_folder_ray(
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
         )
         with tqdm(total=len(jobs), unit="img", desc="deghost edit --ray", disable=not progress) as bar:
-            for row in results.iter_rows():
-                backends = _merge(report, json.loads(row["report"])) or backends
-                bar.update(int(row["inputs"]))
+            try:
+                for row in results.iter_rows():
+                    backends = _merge(report, json.loads(row["report"])) or backends
+                    bar.update(int(row["inputs"]))
+            except ray.exceptions.RayError as error:  # the outputs written so far stay; a re-run continues
+                _remove_temporaries(jobs)
+                raise RayJobError(f"the Ray job stopped after {report.processed} image(s): "
+                                  f"{_first_line(error)}") from error
     _remove_temporaries(jobs)
     order = {Path(p): i for i, p in enumerate(inputs)}
     report.failed.sort(key=lambda failure: order.get(failure[0], len(order)))
     report.elapsed_s = time.perf_counter() - started
     return report, backends
+
+
+def _first_line(error: Exception) -> str:
+    """Ray's errors carry the remote traceback; the last line of it names the cause."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def _to_dict(report: FolderReport, backends: dict[str, str]) -> dict:

@@ -19,6 +19,10 @@ class RayMissingError(ImportError):
     """Ray is not installed; the message says how to install it."""
 
 
+class RayJobError(RuntimeError):
+    """The Ray job stopped (an actor could not start, retries ran out); the message has Ray's reason."""
+
+
 def require_ray(feature: str = "--ray"):
     """The `ray` module, or RayMissingError naming the feature and the install command."""
     try:

@@ -18,12 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ray import serve
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
 from .pipeline import Pipeline
-from .ray_cluster import LOCAL_HOST
+from .ray_cluster import LOCAL_HOST, require_ray
 from .service import (
     MAX_UPLOAD_BYTES,
     ClientError,
@@ -43,9 +39,11 @@ RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying
 BATCH_HEADER = "X-Deghost-Batch-Size"
 
 
-@serve.deployment
 class EditService:
-    """One replica: one opened Pipeline; /edit requests batched into it (see the module docstring)."""
+    """One replica: one opened Pipeline; /edit requests batched into it (see the module docstring).
+
+    A plain class, made a Serve deployment by `start_service`, so this module imports without Ray.
+    """
 
     def __init__(self, engines: str, backend: str = "auto", threads: int | None = None, max_batch: int = 4,
                  queue_limit: int = 16, aligned: bool = True):
@@ -55,10 +53,13 @@ class EditService:
         self.queue_limit, self.aligned = queue_limit, aligned
         self.admitted = 0  # /edit requests in this replica now (waiting for a batch or running)
         self.batch_sizes: Counter[int] = Counter()
-        self._edit_batch.set_max_batch_size(max_batch)
-        self._edit_batch.set_batch_wait_timeout_s(BATCH_WAIT_S)
+        from ray import serve
 
-    async def __call__(self, request: Request) -> Response:
+        self._edit_batch = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=BATCH_WAIT_S)(self._run_batch)
+
+    async def __call__(self, request):  # starlette Request → Response
+        from starlette.responses import JSONResponse
+
         route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         if request.method == "GET" and route == "health":
             return JSONResponse({"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes)})
@@ -70,7 +71,7 @@ class EditService:
             return await self._edit(request)
         return _error(f"no endpoint {request.url.path}; use POST /edit, GET /health or GET /manifest", 404)
 
-    async def _edit(self, request: Request) -> Response:
+    async def _edit(self, request):
         if self.admitted >= self.queue_limit:
             return _error(f"busy: {self.admitted} edits in progress; retry after {RETRY_AFTER_S} s", 503,
                           {"Retry-After": str(RETRY_AFTER_S)})
@@ -81,14 +82,13 @@ class EditService:
             edited, batch = await self._edit_batch((rgb, params))
             if isinstance(edited, ClientError):
                 raise edited
-            return Response(encode_png(edited), media_type="image/png", headers={BATCH_HEADER: str(batch)})
+            return _response(encode_png(edited), 200, "image/png", {BATCH_HEADER: str(batch)})
         except ClientError as error:
             return _error(str(error), error.status)
         finally:
             self.admitted -= 1
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _edit_batch(self, requests: list[tuple]) -> list[tuple]:
+    async def _run_batch(self, requests: list[tuple]) -> list[tuple]:
         """(rgb, params) per request → (edited rgb or ClientError, batch size); equal params share a run."""
         groups: dict[EditParams, list[int]] = {}
         for i, (_, params) in enumerate(requests):
@@ -104,7 +104,7 @@ class EditService:
         return answers
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request) -> bytes:
     """The upload: the raw body, or the `image` field of a multipart form; 413 past MAX_UPLOAD_BYTES."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
@@ -123,9 +123,14 @@ async def _read_body(request: Request) -> bytes:
     return bytes(data)
 
 
-def _error(message: str, status: int, headers: dict | None = None) -> Response:
-    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json",
-                    headers=headers)
+def _error(message: str, status: int, headers: dict | None = None):
+    return _response(json.dumps({"error": message}), status, "application/json", headers)
+
+
+def _response(body: bytes | str, status: int, media_type: str, headers: dict | None = None):
+    from starlette.responses import Response
+
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
 
 
 def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST, port: int = DEFAULT_PORT,
@@ -134,9 +139,12 @@ def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST
                   app_name: str = APP_NAME, route_prefix: str = "/") -> str:
     """Deploy the service on the connected Ray cluster → the server's base URL (the app answers under
     `route_prefix`). Stop it with `serve.shutdown()`."""
+    require_ray("deghost serve")
+    from ray import serve
+
     Pipeline.load(engines)  # a missing or broken manifest fails here, with its message, not in a replica
     serve.start(http_options={"host": host, "port": port})
-    deployment = EditService.options(
+    deployment = serve.deployment(EditService).options(
         num_replicas=replicas,
         max_ongoing_requests=queue_limit + 4,  # room for /health beside a full queue of edits
         max_queued_requests=4 * queue_limit,  # the proxy's own bound (it answers 503 past it)
