@@ -183,10 +183,10 @@ def run_folder_ray(
                 for row in results.iter_rows():
                     backends = _merge(report, json.loads(row["report"])) or backends
                     bar.update(int(row["inputs"]))
-            except ray.exceptions.RayError as error:  # the outputs written so far stay; a re-run continues
+            except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as error:  # outputs so far stay
                 _remove_temporaries(jobs)
                 raise RayJobError(f"the Ray job stopped after {report.processed} image(s): "
-                                  f"{_first_line(error)}") from error
+                                  f"{_cause(error)}") from error
     _remove_temporaries(jobs)
     order = {Path(p): i for i, p in enumerate(inputs)}
     report.failed.sort(key=lambda failure: order.get(failure[0], len(order)))
@@ -194,7 +194,7 @@ def run_folder_ray(
     return report, backends
 
 
-def _first_line(error: Exception) -> str:
+def _cause(error: Exception) -> str:
     """Ray's errors carry the remote traceback; the last line of it names the cause."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
