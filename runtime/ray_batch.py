@@ -169,7 +169,7 @@ def run_folder_ray(
                 for job in jobs]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
         results = dataset.map_batches(
-            actor_class, batch_size=batch, batch_format="numpy", concurrency=workers,
+            actor_class, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_each, num_gpus=1 if use_gpus else 0,
             fn_constructor_kwargs=dict(
                 engines=str(engines), backend=backend, threads=threads, attribute=attribute, alpha=alpha,

@@ -87,7 +87,8 @@ def synthesize_pairs_ray(sources: str | Path, out: str | Path, source: str = "sy
             context.execution_options.preserve_order = True  # manifest lines in the local run's order
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             results = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers))).map_batches(
-                SynthesisActor, batch_size=batch_size, batch_format="numpy", concurrency=workers,
+                SynthesisActor, batch_size=batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=cpus / workers, fn_constructor_kwargs=dict(
                     source=source, engines=str(engines), backend=backend,
                     threads=threads or max(1, cpus // workers), out=str(out), settings=settings),
