@@ -25,8 +25,11 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 TINY_ENGINES = Path("/work/tiny_engines")
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
-pytestmark = pytest.mark.skipif(not (TINY_ENGINES / "manifest.json").is_file(),
-                                reason=f"needs the tiny engines in {TINY_ENGINES} (deghost build --preset tiny)")
+pytestmark = [
+    pytest.mark.skipif(not (TINY_ENGINES / "manifest.json").is_file(),
+                       reason=f"needs the tiny engines in {TINY_ENGINES} (deghost build --preset tiny)"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray Serve's own pydantic v1-style fields
+]
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +80,7 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tmp_path):
     assert (again.processed, again.written, sorted(p.name for p in again.kept)) == (0, 0, ["face0.png", "face1.png"])
 
 
+@pytest.mark.slow  # two actor start-ups and a restart: ~50 s on a busy 2-core machine
 def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tmp_path):
     from deghost.runtime.ray_batch import EditActor, run_folder_ray
 
