@@ -23,13 +23,15 @@ from deghost.runtime.pipeline import Pipeline
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'deghost[ray]'")
 
-TINY_ENGINES = Path("/work/tiny_engines")
+PREBUILT = Path(os.environ.get("DEGHOST_TINY_ENGINES", "/work/tiny_engines"))  # else built once per session
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
-pytestmark = [
-    pytest.mark.skipif(not (TINY_ENGINES / "manifest.json").is_file(),
-                       reason=f"needs the tiny engines in {TINY_ENGINES} (deghost build --preset tiny)"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray Serve's own pydantic v1-style fields
-]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Serve's pydantic v1-style fields
+
+
+@pytest.fixture(scope="session")
+def tiny(request) -> Path:
+    """Untrained tiny-preset ONNX engines: a prebuilt folder if there is one, else conftest's build."""
+    return PREBUILT if (PREBUILT / "manifest.json").is_file() else request.getfixturevalue("tiny_onnx_dir")
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +60,15 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tmp_path):
+def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_path):
     from deghost.runtime.ray_batch import run_folder_ray
 
     _faces(tmp_path / "in", 2)
     (tmp_path / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = collect_inputs([tmp_path / "in"])
-    with Pipeline.load(TINY_ENGINES, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1) as pipe:
         local = run_folder(pipe, inputs, tmp_path / "local", progress=False)
-    distributed, backends = run_folder_ray(TINY_ENGINES, inputs, tmp_path / "ray", ray_workers=2, threads=1,
+    distributed, backends = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=2, threads=1,
                                            progress=False)
 
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # byte for byte, same names, no stray files
@@ -76,12 +78,12 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tmp_path):
     assert "could not be decoded" in distributed.failed[0][1]
     assert set(backends) >= {"encoder", "generator", "diffcam", "suppressor"}
 
-    again, _ = run_folder_ray(TINY_ENGINES, inputs, tmp_path / "ray", progress=False)  # skip-existing
+    again, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", progress=False)  # skip-existing
     assert (again.processed, again.written, sorted(p.name for p in again.kept)) == (0, 0, ["face0.png", "face1.png"])
 
 
 @pytest.mark.slow  # two actor start-ups and a restart: ~50 s on a busy 2-core machine
-def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tmp_path):
+def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tiny, tmp_path):
     from deghost.runtime.ray_batch import EditActor, run_folder_ray
 
     inputs = _faces(tmp_path / "in", 2)
@@ -99,14 +101,14 @@ def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tm
             (first.parent / f".{first.name}.deadbeef.tmp").write_bytes(b"half an image")
             os._exit(1)
 
-    report, _ = run_folder_ray(TINY_ENGINES, inputs, tmp_path / "ray", ray_workers=1, threads=1, progress=False,
+    report, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=1, threads=1, progress=False,
                                actor_class=DiesAfterItsFirstBatch)
 
     assert marker.exists()  # the crash happened
     written = sorted(p.name for p in (tmp_path / "ray").iterdir())
     assert written == ["face0_smile+20_network.png", "face1_smile+20_network.png"]  # complete, no temporaries
     assert (report.processed, report.written, report.failed) == (2, 2, [])
-    with Pipeline.load(TINY_ENGINES, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1) as pipe:
         expected = pipe.edit([read_image(p).rgb for p in inputs]).rgb()
     for path, image in zip(sorted((tmp_path / "ray").iterdir()), expected, strict=True):
         assert np.array_equal(read_image(path).rgb, image)
@@ -136,13 +138,13 @@ def test_synthesize_on_ray_makes_the_local_runs_dataset(ray_cluster, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def service(ray_cluster):
+def service(ray_cluster, tiny):
     from ray import serve
 
     from deghost.runtime.serve_app import start_service
 
     # the Ray Data tests above need the cluster's CPUs; the service tests come last and share one replica
-    url = start_service(TINY_ENGINES, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8,
+    url = start_service(tiny, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8,
                         cpus_per_replica=0.5)
     yield url
     serve.shutdown()
@@ -165,7 +167,7 @@ def _post(url: str, data: bytes, timeout: float = 120) -> tuple[int, dict, bytes
         return error.code, dict(error.headers), error.read()
 
 
-def test_service_batches_concurrent_requests_into_pipeline_edit_results(service, tmp_path):
+def test_service_batches_concurrent_requests_into_pipeline_edit_results(service, tiny, tmp_path):
     paths = _faces(tmp_path, 4)
     answers: dict[int, tuple] = {}
 
@@ -179,7 +181,7 @@ def test_service_batches_concurrent_requests_into_pipeline_edit_results(service,
         thread.join(timeout=180)
     assert sorted(answers) == [0, 1, 2, 3] and all(a[0] == 200 for a in answers.values()), answers
 
-    with Pipeline.load(TINY_ENGINES, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1) as pipe:
         expected = pipe.edit([read_image(p).rgb for p in paths], "smile", 20.0).rgb()
     for i, (_, _, body) in answers.items():
         got = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -207,11 +209,11 @@ def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
 
 
 @pytest.mark.slow
-def test_service_turns_a_request_storm_away_with_503_and_retry_after(service, tmp_path):
+def test_service_turns_a_request_storm_away_with_503_and_retry_after(service, tiny, tmp_path):
     from deghost.runtime.serve_app import start_service
 
     # a second app on the same Serve instance: one edit admitted at a time, no batching
-    small = start_service(TINY_ENGINES, port=int(service.rsplit(":", 1)[1]), threads=1, max_batch=1, queue_limit=1,
+    small = start_service(tiny, port=int(service.rsplit(":", 1)[1]), threads=1, max_batch=1, queue_limit=1,
                           cpus_per_replica=0.5, app_name="deghost-small", route_prefix="/small")
     face = _faces(tmp_path, 1)[0].read_bytes()
     answers = []
