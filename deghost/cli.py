@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deghost.export.cli import add_build_command, add_export_command
     from deghost.runtime.cli import add_edit_command
     from deghost.runtime.demo.cli import add_demo_command
+    from deghost.runtime.serve_cli import add_serve_command
     from deghost.training.cli import add_train_command
     from deghost.training.evaluation.cli import add_eval_command
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_bench_command(commands)
     add_demo_command(commands)
+    add_serve_command(commands)
     return parser
 
 

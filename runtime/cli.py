@@ -22,6 +22,7 @@ from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, r
 from .pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
 
 DESCRIPTION = """\
 Edit the faces in photos: find every face, align it the FFHQ way (eyes and mouth at fixed places
@@ -52,6 +53,8 @@ examples:
   deghost edit ffhq_crops/ --aligned --out out/                   inputs already FFHQ-aligned
   deghost edit a.png b.png --attribute age beard --alpha -10 20 --out out/ --grid
   deghost edit a.png --attribute my_direction.npy --class-index 15 --out out/
+  deghost edit photos/ --out edited/ --ray                        the same on a local Ray instance
+  deghost edit s3mount/photos/ --out s3mount/edited/ --ray auto   on the Ray cluster this node belongs to
   deghost edit photos/ --out edited/ --precision bf16              CPU: OpenVINO bf16, ~2x faster
 
 backends and precision: auto takes TensorRT engines where they load, then ONNX Runtime on CUDA,
@@ -114,6 +117,11 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
                         "after each stage (1024²: 5.8 instead of 3.1 GB peak; no faster on a 2-core CPU)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="threads decoding and writing images while inference runs (default: 2)")
+    parser.add_argument("--ray", nargs="?", const=RAY_LOCAL, metavar="ADDRESS",
+                        help="run on Ray (pip install 'deghost[ray]'): a pool of actors, one Pipeline each; without "
+                        "ADDRESS a local Ray instance, else the cluster at ADDRESS (auto, host:6379, ray://host:10001)")
+    parser.add_argument("--ray-workers", type=int, metavar="N",
+                        help="with --ray: actors (default: one per GPU, else one per 4 cores; --threads is per actor)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or backend log")
     parser.set_defaults(run=run_edit)
     return parser
@@ -134,6 +142,8 @@ def _edit(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
         return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    if args.ray:
+        return _edit_on_ray(args, inputs, face_options)
     try:
         with Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
                            memory_arena=args.memory_arena, device=args.device) as pipe:
@@ -145,6 +155,28 @@ def _edit(args: argparse.Namespace) -> int:
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))
+    print(summary(report, backends))
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _edit_on_ray(args: argparse.Namespace, inputs: list[Path], face_options: FaceOptions) -> int:
+    """`--ray`: the same run, plan, files, summary and exit codes on a Ray cluster (runtime/ray_batch.py)."""
+    from .ray_batch import run_folder_ray
+    from .ray_cluster import RayJobError, RayMissingError
+
+    if args.ray_workers is not None and args.ray_workers < 1:
+        return _usage_error("--ray-workers must be at least 1")
+    try:
+        report, backends = run_folder_ray(
+            args.engines, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch, args.overwrite,
+            args.grid, args.class_index, args.ray_workers, args.threads, args.backend,
+            address=None if args.ray == RAY_LOCAL else args.ray, progress=not args.quiet,
+            face_options=face_options, precision=args.precision, device=args.device,
+        )
+    except (ValueError, BackendError, RayMissingError, RayJobError) as error:
+        return _usage_error(str(error))
+    if report.untrained:
+        logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
     print(summary(report, backends))
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 

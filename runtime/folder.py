@@ -18,6 +18,7 @@ and with `grid` also `<stem>_<attribute><alpha>_grid.png`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
@@ -136,7 +137,7 @@ def run_folder(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} is a file; give a folder")
     edits = pipe.edits(attribute, alpha, class_index)
-    modes = list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
+    modes = suppress_modes(suppress, grid)
     report = FolderReport(untrained=pipe.untrained)
     jobs = plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
     if jobs:
@@ -152,7 +153,7 @@ def run_folder(
                 result = process_batch(pipe, ready, edits, modes)
             except (BackendError, ImageError) as error:
                 for job in ready:
-                    _fail(report, job.source, f"inference failed: {error}", bar)
+                    record_failure(report, job.source, f"inference failed: {error}", bar)
                 continue
             for name, ms in result.timings_ms.items():
                 report.timings_ms[name] = report.timings_ms.get(name, 0.0) + ms
@@ -169,9 +170,14 @@ def run_folder(
                 report.written += count
                 report.io_ms["encode"] += ms
             except (ImageError, OSError) as error:
-                _fail(report, job.source, f"writing failed: {error}", None)
+                record_failure(report, job.source, write_failure(error), None)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def suppress_modes(suppress: str, grid: bool) -> list[str]:
+    """The suppress modes a run computes: the one asked for, plus those the comparison grid shows."""
+    return list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
 
 
 def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe: Pipeline, options: FaceOptions,
@@ -194,9 +200,9 @@ def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe
                 report.io_ms["decode"] += decoding.result()
                 ready.append(job)
             except ImageError as error:  # NoFaceError included
-                _fail(report, job.source, str(error), bar)
+                record_failure(report, job.source, str(error), bar)
             except Exception as error:  # whatever goes wrong with one file, only that file fails
-                _fail(report, job.source, f"could not be read ({type(error).__name__}: {error})", bar)
+                record_failure(report, job.source, f"could not be read ({type(error).__name__}: {error})", bar)
         if ready:
             yield ready
 
@@ -209,7 +215,8 @@ def plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress:
         outputs = output_paths(source, out_dir, edits, suppress, grid)
         clash = next((claimed[p] for p in outputs.values() if p in claimed), None)
         if clash is not None:
-            _fail(report, source, f"its outputs would replace those of {clash} (same file name); rename one", None)
+            record_failure(report, source, f"its outputs would replace those of {clash} (same file name); rename one",
+                           None)
             continue
         claimed.update(dict.fromkeys(outputs.values(), source))
         todo = {key: path for key, path in outputs.items() if overwrite or not path.exists()}
@@ -285,10 +292,18 @@ def _photo_panels(photo: np.ndarray, photos: dict[str, list[np.ndarray]], k: int
     return [("photo", scaled(photo)), ("photo, ours", scaled(photos["network"][k]))]
 
 
-def _fail(report: FolderReport, source: Path, message: str, bar: tqdm | None) -> None:
+def write_failure(error: Exception) -> str:
+    """The report line of an output that could not be written; a full disk says so and what to do."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f"writing failed: the output disk is full ({error}); free space or give another --out"
+    return f"writing failed: {error}"
+
+
+def record_failure(report: FolderReport, source: Path, message: str, bar: tqdm | None) -> None:
     """Record a failed input; the message names the file (most ImageErrors already do)."""
     message = message if str(source) in message else f"{source}: {message}"
     report.failed.append((source, message))
     log.error("%s", message)
     if bar is not None:
         bar.update(1)
+

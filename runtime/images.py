@@ -53,7 +53,12 @@ def read_image(path: str | Path) -> LoadedImage:
     OpenCV raises cv2.error instead of returning nothing) and an unsupported sample type or channel count.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data: np.ndarray, path: str | Path) -> LoadedImage:
+    """`read_image` on bytes already in memory (uint8 [N], N > 0), e.g. an upload; `path` names it in messages."""
+    path = Path(path)
     # IMREAD_UNCHANGED keeps 16-bit samples and alpha (so we can warn) but ignores EXIF
     # orientation. A JPEG has no alpha, and it is where orientation tags live, so JPEGs are decoded
     # with ANYDEPTH|ANYCOLOR instead, the flags under which OpenCV applies the orientation itself.

@@ -51,6 +51,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                             help="attributes drawn from (default: the paper's four)")
     synthesize.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
     synthesize.add_argument("--batch-size", type=int, default=1, help="images per pipeline call")
+    synthesize.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                            help="make the pairs on Ray (pip install 'deghost[ray]'): a pool of actors; without "
+                            "ADDRESS a local Ray instance, else the cluster at ADDRESS (auto, host:6379)")
+    synthesize.add_argument("--ray-workers", type=int, default=1, metavar="N",
+                            help="with --ray: actors, one ghosting source each (default: %(default)s; a GPU "
+                            "cluster: one per GPU)")
     synthesize.set_defaults(run=_synthesize)
 
     suppressor = commands.add_parser(
@@ -170,6 +176,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     from deghost.training.data import PipelineGhosting, synthesize_pairs
     from deghost.training.synthetic import SyntheticGhosting
 
+    if args.ray:
+        return _synthesize_on_ray(args)
     try:
         if args.source == "pipeline":
             from deghost.runtime.pipeline import Pipeline
@@ -182,8 +190,28 @@ def _synthesize(args: argparse.Namespace) -> int:
                                   args.batch_size)
     except _errors() as error:
         return _fail(error)
-    print(f"{report.made} pairs made, {report.already_done} already there, {len(report.skipped)} sources skipped"
-          + (f" (see {args.out}/skipped.json)" if report.skipped else ""))
+    print(_synthesis_summary(report, args.out))
+    return 0
+
+
+def _synthesis_summary(report, out: str) -> str:
+    return (f"{report.made} pairs made, {report.already_done} already there, {len(report.skipped)} sources skipped"
+            + (f" (see {out}/skipped.json)" if report.skipped else ""))
+
+
+def _synthesize_on_ray(args: argparse.Namespace) -> int:
+    from deghost.runtime.ray_cluster import RayMissingError
+    from deghost.training.ray_synthesis import synthesize_pairs_ray
+
+    if args.ray_workers < 1:
+        return _fail(ValueError("--ray-workers must be at least 1"))
+    try:
+        report = synthesize_pairs_ray(args.sources, args.out, args.source, args.engines, args.backend, args.size,
+                                      args.alpha, args.seed, args.attributes, args.batch_size,
+                                      None if args.ray == "local" else args.ray, args.ray_workers)
+    except (*_errors(), RayMissingError) as error:
+        return _fail(error)
+    print(_synthesis_summary(report, args.out))
     return 0
 
 

@@ -44,9 +44,12 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
                         help="folders of sample photos offered beside the upload (default: the repository's "
                         "tests/data/images, when present)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where the engines load, else ONNX Runtime (default: auto)")
+                        help="auto: TensorRT where the engines load, else the fastest CPU backend (default: auto)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="ONNX Runtime threads per operator (default: all cores)")
+    parser.add_argument("--aligned", action="store_true",
+                        help="uploads are FFHQ-aligned face crops, edited as they are (default: ordinary photos, "
+                        "whose faces are found, aligned and pasted back)")
     parser.set_defaults(run=run_demo)
     return parser
 
@@ -60,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
         pipe = Pipeline.load(args.engines, backend=args.backend, threads=args.threads)
     except (GradioMissing, ValueError) as error:  # ManifestError is a ValueError
         return _usage_error(str(error))
-    session = DemoSession(pipe, find_samples([*args.samples, REPO_SAMPLES]))
+    session = DemoSession(pipe, find_samples([*args.samples, REPO_SAMPLES]), aligned=args.aligned)
     try:
         session.prepare()
         if session.banner:

@@ -60,8 +60,8 @@ class DemoEdit:
 class DemoSession:
     """The one pipeline every request uses, and what the page needs from it."""
 
-    def __init__(self, pipe: Pipeline, samples: Sequence[Path] = ()):
-        self.pipe, self.samples = pipe, list(samples)
+    def __init__(self, pipe: Pipeline, samples: Sequence[Path] = (), aligned: bool = False):
+        self.pipe, self.samples, self.aligned = pipe, list(samples), aligned
         self._lock = threading.Lock()
         self._downloads = Path(tempfile.mkdtemp(prefix="deghost-demo-"))
         self._clicks = itertools.count()
@@ -76,8 +76,9 @@ class DemoSession:
 
     @property
     def photo_path(self) -> bool:
-        """True when the pipeline finds and aligns faces in ordinary photos (`edit_photo`)."""
-        return hasattr(self.pipe, "edit_photo")
+        """True when uploads are ordinary photos whose faces are found, aligned and pasted back
+        (`edit_photo`); False for FFHQ-aligned uploads (`--aligned`), edited as they are."""
+        return not self.aligned
 
     def prepare(self) -> None:
         """Open every stage now, so the first click does not pay for it."""

@@ -3,7 +3,8 @@
 The mesh model takes a 192² crop of the face, upright: a square 1.5× the face's size, rotated so the
 eyes are level. The crop comes first from the detector's box and eye keypoints, then once more from
 the first pass's own landmarks (as MediaPipe does when it tracks a face), which centres and levels it
-better for tilted faces; that second pass is averaged over nine slightly shifted and scaled crops. Landmarks come back in photo pixels, pixel-index convention (the centre of
+better for tilted faces; that second pass is averaged over nine slightly shifted and scaled crops.
+Landmarks come back in photo pixels, pixel-index convention (the centre of
 pixel (col, row) is (col, row)), the convention of dlib and the FFHQ alignment script.
 """
 

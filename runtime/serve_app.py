@@ -1,0 +1,163 @@
+"""`deghost serve`: the editing pipeline as an HTTP service on Ray Serve (one Pipeline per replica).
+
+    POST /edit?attribute=smile&alpha=20&suppress=network   body: the image file → image/png
+    GET  /health                                          → {"status": "ok", ...}
+    GET  /manifest                                        → the engines' summary (service.manifest_summary)
+
+Concurrent /edit requests with the same parameters are gathered by `serve.batch` into one pipeline
+batch (the response header X-Deghost-Batch-Size says how many shared it). Each replica admits at most
+`queue_limit` edits at once; beyond that it answers 503 with Retry-After at once instead of queueing
+without bound. Client mistakes are 4xx (service.ClientError); 5xx means the server failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from .pipeline import Pipeline
+from .ray_cluster import LOCAL_HOST, require_ray
+from .service import (
+    MAX_UPLOAD_BYTES,
+    ClientError,
+    EditParams,
+    decode_upload,
+    edit_many,
+    encode_png,
+    manifest_summary,
+    parse_params,
+    too_large_message,
+)
+
+APP_NAME = "deghost"
+DEFAULT_PORT = 8000
+BATCH_WAIT_S = 0.05  # how long a request waits for others to share its batch
+RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying
+BATCH_HEADER = "X-Deghost-Batch-Size"
+
+
+class EditService:
+    """One replica: one opened Pipeline; /edit requests batched into it (see the module docstring).
+
+    A plain class, made a Serve deployment by `start_service`, so this module imports without Ray.
+    """
+
+    def __init__(self, engines: str, backend: str = "auto", threads: int | None = None, max_batch: int = 4,
+                 queue_limit: int = 16, aligned: bool = False):
+        self.pipe = Pipeline.load(engines, backend=backend, threads=threads)
+        self.pipe.prepare("network")  # the default mode's stages open now; others on first use
+        self.summary = manifest_summary(self.pipe)
+        self.queue_limit, self.aligned = queue_limit, aligned
+        self.admitted = 0  # /edit requests in this replica now (waiting for a batch or running)
+        self.batch_sizes: Counter[int] = Counter()
+        from ray import serve
+
+        self._edit_batch = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=BATCH_WAIT_S)(self._run_batch)
+
+    async def __call__(self, request):  # starlette Request → Response
+        from starlette.responses import JSONResponse
+
+        route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        if request.method == "GET" and route == "health":
+            return JSONResponse({"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes)})
+        if request.method == "GET" and route == "manifest":
+            return JSONResponse(self.summary)
+        if route == "edit":
+            if request.method != "POST":
+                return _error("POST the image file to /edit", 405)
+            return await self._edit(request)
+        return _error(f"no endpoint {request.url.path}; use POST /edit, GET /health or GET /manifest", 404)
+
+    async def _edit(self, request):
+        if self.admitted >= self.queue_limit:
+            return _error(f"busy: {self.admitted} edits in progress; retry after {RETRY_AFTER_S} s", 503,
+                          {"Retry-After": str(RETRY_AFTER_S)})
+        self.admitted += 1
+        try:
+            params = parse_params(request.query_params, self.pipe.attributes)
+            rgb = decode_upload(await _read_body(request))
+            edited, batch = await self._edit_batch((rgb, params))
+            if isinstance(edited, ClientError):
+                raise edited
+            return _response(encode_png(edited), 200, "image/png", {BATCH_HEADER: str(batch)})
+        except ClientError as error:
+            return _error(str(error), error.status)
+        finally:
+            self.admitted -= 1
+
+    async def _run_batch(self, requests: list[tuple]) -> list[tuple]:
+        """(rgb, params) per request → (edited rgb or ClientError, batch size); equal params share a run."""
+        groups: dict[EditParams, list[int]] = {}
+        for i, (_, params) in enumerate(requests):
+            groups.setdefault(params, []).append(i)
+        answers: list[tuple] = [None] * len(requests)
+        for params, members in groups.items():
+            photos = [requests[i][0] for i in members]
+            # the pipeline runs in a thread: the replica keeps answering /health and turning requests away
+            edited = await asyncio.to_thread(edit_many, self.pipe, photos, params, self.aligned)
+            self.batch_sizes[len(members)] += 1
+            for i, result in zip(members, edited, strict=True):
+                answers[i] = (result, len(members))
+        return answers
+
+
+async def _read_body(request) -> bytes:
+    """The upload: the raw body, or the `image` field of a multipart form; 413 past MAX_UPLOAD_BYTES."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
+        raise ClientError(too_large_message(int(declared)), status=413)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise ClientError("the form has no file field named 'image'; send it as image=@face.png", status=400)
+        return await upload.read()
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ClientError(too_large_message(len(data)), status=413)
+    return bytes(data)
+
+
+def _error(message: str, status: int, headers: dict | None = None):
+    return _response(json.dumps({"error": message}), status, "application/json", headers)
+
+
+def _response(body: bytes | str, status: int, media_type: str, headers: dict | None = None):
+    from starlette.responses import Response
+
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
+
+
+def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST, port: int = DEFAULT_PORT,
+                  backend: str = "auto", threads: int | None = None, max_batch: int = 4, queue_limit: int = 16,
+                  aligned: bool = False, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
+                  app_name: str = APP_NAME, route_prefix: str = "/") -> str:
+    """Deploy the service on the connected Ray cluster → the server's base URL (the app answers under
+    `route_prefix`). Stop it with `serve.shutdown()`."""
+    require_ray("deghost serve")
+    from ray import serve
+
+    Pipeline.load(engines)  # a missing or broken manifest fails here, with its message, not in a replica
+    serve.start(http_options={"host": host, "port": port})
+    deployment = serve.deployment(EditService).options(
+        num_replicas=replicas,
+        max_ongoing_requests=queue_limit + 4,  # room for /health beside a full queue of edits
+        max_queued_requests=4 * queue_limit,  # the proxy's own bound (it answers 503 past it)
+        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+    )
+    serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned),
+              name=app_name, route_prefix=route_prefix)
+    return f"http://{host}:{port}"
+
+
+def wait_until_interrupted(poll_s: float = 1.0) -> None:
+    try:
+        while True:
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        pass

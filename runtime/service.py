@@ -1,0 +1,143 @@
+"""One edit request, independent of the server: decode and check the upload, run it, encode the answer.
+
+Shared by the Ray Serve deployment (runtime/serve_app.py) and any other front end (the Gradio
+demo), so the limits, the accepted parameters and the error messages have one source. Client
+mistakes raise ClientError with the HTTP status they deserve (4xx); anything else is the server's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .directions import DEFAULT_ALPHA
+from .images import ImageError, decode_image
+from .pipeline import SUPPRESS_MODES, Pipeline
+
+MAX_UPLOAD_BYTES = 16 * 2**20  # one photo, even a large JPEG or PNG, fits; more is a mistake or an attack
+MAX_PIXELS = 40_000_000  # decoded size limit (a small PNG can decode to gigabytes)
+MAX_ALPHA = 100.0  # |alpha| beyond this leaves the latent space StyleGAN2 renders faces from
+UPLOAD_NAME = "upload"  # how the uploaded image is named in messages
+
+
+class ClientError(ValueError):
+    """A request the client must change: `status` is the HTTP status (400, 413, 422)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class EditParams:
+    """What to do with an upload; requests with equal params share a pipeline batch."""
+
+    attribute: str = "smile"
+    alpha: float = DEFAULT_ALPHA
+    suppress: str = "network"
+
+
+def parse_params(query: Mapping[str, str], attributes: Sequence[str]) -> EditParams:
+    """attribute / alpha / suppress from a query string → EditParams, or ClientError saying what is allowed.
+
+    Only the manifest's attributes: a client never names a direction file on the server.
+    """
+    attribute = query.get("attribute", EditParams.attribute)
+    if attribute not in attributes:
+        raise ClientError(f"unknown attribute {attribute!r}; available: {', '.join(attributes)}")
+    try:
+        alpha = float(query.get("alpha", EditParams.alpha))
+    except ValueError:
+        raise ClientError(f"alpha must be a number; got {query.get('alpha')!r}") from None
+    if not math.isfinite(alpha) or abs(alpha) > MAX_ALPHA:
+        raise ClientError(f"alpha must be a finite number in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}]; got {alpha}")
+    suppress = query.get("suppress", EditParams.suppress)
+    if suppress not in SUPPRESS_MODES:
+        raise ClientError(f"unknown suppress mode {suppress!r}; available: {', '.join(SUPPRESS_MODES)}")
+    return EditParams(attribute, alpha, suppress)
+
+
+def decode_upload(data: bytes) -> np.ndarray:
+    """An uploaded image file's bytes → RGB uint8 [H,W,3]; ClientError (413 too large, 400 not an image)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ClientError(too_large_message(len(data)), status=413)
+    if not data:
+        raise ClientError("the request carries no image; send the image file as the request body", status=400)
+    try:
+        rgb = decode_image(np.frombuffer(data, dtype=np.uint8), UPLOAD_NAME).rgb
+    except ImageError as error:
+        raise ClientError(str(error), status=400) from None
+    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
+        raise ClientError(f"the image has {rgb.shape[1]}×{rgb.shape[0]} pixels, more than {MAX_PIXELS:,}; "
+                          "send a smaller one", status=413)
+    return rgb
+
+
+def too_large_message(size: int) -> str:
+    return f"the upload is {size:,} bytes, more than the {MAX_UPLOAD_BYTES:,} allowed; send a smaller image"
+
+
+def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
+              aligned: bool = False) -> list[np.ndarray | ClientError]:
+    """Edit several uploads with the same params → per upload the edited RGB uint8, or its ClientError.
+
+    aligned: the uploads are aligned face crops, edited in one pipeline batch (`Pipeline.edit`);
+    otherwise photos, each through `Pipeline.edit_photo` (face detection, alignment, paste-back). A batch that fails on bad input is retried one upload at a time, so one bad
+    upload does not fail the others.
+    """
+    if not aligned:
+        return [_one(lambda p=photo: _edit_photo(pipe, p, params)) for photo in photos]
+    try:
+        return list(pipe.edit(list(photos), params.attribute, params.alpha, params.suppress).rgb())
+    except ImageError as error:
+        if len(photos) == 1:
+            return [ClientError(str(error), status=422)]
+    return [edit_many(pipe, [photo], params, aligned)[0] for photo in photos]
+
+
+def edit_one(pipe: Pipeline, rgb: np.ndarray, attribute: str = "smile", alpha: float = DEFAULT_ALPHA,
+             suppress: str = "network", aligned: bool = False) -> np.ndarray:
+    """One upload → the edited RGB uint8 (the photo path where the pipeline has it); raises ClientError."""
+    result = edit_many(pipe, [rgb], EditParams(attribute, float(alpha), suppress), aligned)[0]
+    if isinstance(result, ClientError):
+        raise result
+    return result
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as PNG")
+    return encoded.tobytes()
+
+
+def manifest_summary(pipe: Pipeline) -> dict:
+    """What the service runs: preset, side, attributes, stages, limits (the `/manifest` answer)."""
+    return {
+        "preset": pipe.preset.name,
+        "image_size": pipe.preset.image_size,
+        "attributes": pipe.attributes,
+        "suppress_modes": list(SUPPRESS_MODES),
+        "stages": sorted({f"{a.stage} {a.kind} {a.precision}" for a in pipe.manifest.artifacts}),
+        "untrained": pipe.untrained,
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "max_alpha": MAX_ALPHA,
+    }
+
+
+def _edit_photo(pipe: Pipeline, photo: np.ndarray, params: EditParams) -> np.ndarray:
+    result = pipe.edit_photo(photo, attribute=params.attribute, alpha=params.alpha, suppress=params.suppress,
+                             faces="all")
+    return result.photos[params.suppress][0]
+
+
+def _one(run) -> np.ndarray | ClientError:
+    """`run()`, with a bad-input ImageError (no face, wrong shape) turned into a ClientError (422)."""
+    try:
+        return run()
+    except ImageError as error:
+        return ClientError(str(error), status=422)
