@@ -86,7 +86,8 @@ def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
     """Edit several uploads with the same params → per upload the edited RGB uint8, or its ClientError.
 
     aligned: the uploads are aligned face crops, edited in one pipeline batch (`Pipeline.edit`);
-    otherwise photos, each through `Pipeline.edit_photo` (face detection, alignment, paste-back). A batch that fails on bad input is retried one upload at a time, so one bad
+    otherwise photos, each through `Pipeline.edit_photo` (face detection, alignment, paste-back).
+    A batch that fails on bad input is retried one upload at a time, so one bad
     upload does not fail the others.
     """
     if not aligned:
