@@ -8,12 +8,16 @@ and samples.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,16 @@ def setup() -> Context:
 def teardown(context: Context) -> None:
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run(train: Callable[..., T], *args) -> T:
+    """`train(*args, context)` inside the process group torchrun describes (left again however it ends):
+    the entry of every recipe."""
+    context = setup()
+    try:
+        return train(*args, context)
+    finally:
+        teardown(context)
 
 
 def wrap(model: nn.Module, context: Context) -> nn.Module:

@@ -4,7 +4,7 @@ are in training/resume.py, processes (DDP under torchrun) in training/distribute
 
 A recipe's loop reads:
 
-    context = distributed.setup()
+    (inside distributed.run(_train, config), which passes the process group's `context`)
     start, last = resume_or_seed(config, parts, context)          # resume.py
     log = RunLog(run / "log.csv", ("step", …), start, config.iterations, context.is_main)
     batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)

@@ -42,11 +42,7 @@ TERMS = ("total", "mse", "perceptual", "adversarial", "discriminator", "r1")
 def train_suppressor(config: SuppressorConfig) -> Path:
     """Train as `config` says; returns the last checkpoint written."""
     check_config(config)
-    context = distributed.setup()
-    try:
-        return _train(config, context)
-    finally:
-        distributed.teardown(context)
+    return distributed.run(_train, config)
 
 
 def _train(config: SuppressorConfig, context: distributed.Context) -> Path:

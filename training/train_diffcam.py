@@ -60,11 +60,7 @@ def train_diffcam(config: DiffCamConfig, encoder: nn.Module, generator: nn.Modul
             classifier = DiffCam(n_classes=max(classes) + 1)
     if max(classes) >= classifier.n_classes:
         raise ValueError(f"class {max(classes)} does not exist in a {classifier.n_classes}-class classifier")
-    context = distributed.setup()
-    try:
-        return _train(config, encoder, generator, directions, classes, classifier, context)
-    finally:
-        distributed.teardown(context)
+    return distributed.run(_train, config, encoder, generator, directions, classes, classifier)
 
 
 def _train(config, encoder, generator, directions, classes, classifier, context) -> Path:

@@ -202,11 +202,7 @@ def psp_state(model: PSPModel, config: PSPConfig) -> dict:
 def train_psp(config: PSPConfig) -> Path:
     """Train as `config` says; returns the psp_ffhq_encode.pt written into `config.out`."""
     check_config(config)
-    context = distributed.setup()
-    try:
-        return _train(config, context)
-    finally:
-        distributed.teardown(context)
+    return distributed.run(_train, config)
 
 
 def _train(config: PSPConfig, context) -> Path:

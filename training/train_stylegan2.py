@@ -153,11 +153,7 @@ def check_config(config: StyleGAN2Config) -> None:
 def train_stylegan2(config: StyleGAN2Config) -> Path:
     """Train as `config` says; returns the last checkpoint written."""
     check_config(config)
-    context = distributed.setup()
-    try:
-        return _train(config, context)
-    finally:
-        distributed.teardown(context)
+    return distributed.run(_train, config)
 
 
 def _train(config: StyleGAN2Config, context: distributed.Context) -> Path:

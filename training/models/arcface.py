@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .psp import STAGE_CHANNELS, STAGE_UNITS, BottleneckIR
+from .psp import STAGE_UNITS, ir_body
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 512
@@ -36,13 +36,7 @@ class ArcFace(nn.Module):
         assert num_layers in STAGE_UNITS, f"num_layers must be one of {sorted(STAGE_UNITS)}, got {num_layers}"
         assert mode in ("ir", "ir_se"), f"mode must be 'ir' or 'ir_se', got {mode!r}"
         self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units: list[nn.Module] = []
-        channels_in = 64
-        for depth, count in zip(STAGE_CHANNELS, STAGE_UNITS[num_layers], strict=True):
-            for index in range(count):
-                units.append(BottleneckIR(channels_in, depth, 2 if index == 0 else 1, mode == "ir_se"))
-                channels_in = depth
-        self.body = nn.Sequential(*units)
+        self.body = ir_body(num_layers, mode)
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(512),
             nn.Dropout(drop_ratio),

@@ -80,6 +80,18 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def ir_body(num_layers: int, mode: str) -> nn.Sequential:
+    """The IR / IR-SE trunk pSp's encoder and ArcFace share: STAGE_UNITS[num_layers] bottlenecks per
+    stage, the first of each stage with stride 2 (official `get_blocks`)."""
+    units: list[nn.Module] = []
+    channels_in = 64
+    for depth, count in zip(STAGE_CHANNELS, STAGE_UNITS[num_layers], strict=True):
+        for index in range(count):
+            units.append(BottleneckIR(channels_in, depth, 2 if index == 0 else 1, mode == "ir_se"))
+            channels_in = depth
+    return nn.Sequential(*units)
+
+
 class GradualStyleBlock(nn.Module):
     """One W+ code from one pyramid level: log2(spatial) stride-2 convs (each + LeakyReLU 0.01) → 1².
 
@@ -131,13 +143,7 @@ class PSPEncoder(nn.Module):
         self.input_layer = nn.Sequential(
             nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
         )
-        units: list[nn.Module] = []
-        channels_in = 64
-        for depth, count in zip(STAGE_CHANNELS, STAGE_UNITS[num_layers], strict=True):
-            for index in range(count):
-                units.append(BottleneckIR(channels_in, depth, 2 if index == 0 else 1, mode == "ir_se"))
-                channels_in = depth
-        self.body = nn.Sequential(*units)
+        self.body = ir_body(num_layers, mode)
         # FPN taps at the ends of stages 2, 3, 4 (units 6, 20, 23 for IR-50, as the official indices)
         self.taps = tuple(end - 1 for end in itertools.accumulate(STAGE_UNITS[num_layers]))[1:]
         self.styles = nn.ModuleList(
