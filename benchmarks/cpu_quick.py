@@ -15,7 +15,7 @@ from benchmarks.conftest import RESULTS
 from benchmarks.machine import cpu_peaks, describe
 from benchmarks.pipelines import faces
 from benchmarks.report import Report
-from benchmarks.test_cpu_backends import CONFIGS, STAGE_BATCH, best_seconds
+from benchmarks.test_cpu_backends import CONFIGS, STAGE_BATCH, add_cpu_rows, best_seconds
 from deghost.runtime.backends import computes_in, open_backend
 from deghost.runtime.backends.openvino import relative_errors
 from deghost.runtime.pipeline import Pipeline
@@ -79,12 +79,7 @@ def main() -> None:
                    "stages": ", ".join(f"{s} {p.split(' ')[-1]}" for s, p in run.describe().items())}
             print(row, flush=True)
             e2e_rows.append(row)
-    peak_text = (f"sustained fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16'] or 0:.0f} GFLOP/s; theoretical fp32 "
-                 f"{peaks['theoretical fp32']:.0f}, bf16 {peaks['theoretical bf16'] or 0:.0f} GFLOP/s")
-    for row in stage_rows:
-        report.add(f"CPU backends per stage, preset {args.preset}, batch 1 ({peak_text})", row)
-    for row in e2e_rows:
-        report.add(f"CPU backends end to end, preset {args.preset}, one face, network vs EOGI", row)
+    add_cpu_rows(report, args.preset, peaks, stage_rows, e2e_rows)
     report.notes.append(
         f"CPU backends: measured with `python -m benchmarks.cpu_quick` (one timed run per row, on a shared, "
         f"loaded machine: compare rows of one table only). Peak: theoretical = {peaks['derivation']} (nominal "

@@ -102,12 +102,7 @@ def test_cpu_backends_per_stage_and_end_to_end(benchmark, torch_module, engines,
                                 "later edits s": probe["later_edit_seconds"]})
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    peak_text = (f"sustained fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16'] or 0:.0f} GFLOP/s; theoretical fp32 "
-                 f"{peaks['theoretical fp32']:.0f}, bf16 {peaks['theoretical bf16'] or 0:.0f} GFLOP/s")
-    for row in stage_rows:
-        report.add(f"CPU backends per stage, preset {preset}, batch 1 ({peak_text})", row)
-    for row in e2e_rows:
-        report.add(f"CPU backends end to end, preset {preset}, one face, network vs EOGI", row)
+    add_cpu_rows(report, preset, peaks, stage_rows, e2e_rows)
     for row in memory_rows:
         report.add(f"CPU backends peak memory, preset {preset}, network, one face edited 3 times", row,
                    chart="peak MiB")
@@ -120,3 +115,13 @@ def test_cpu_backends_per_stage_and_end_to_end(benchmark, torch_module, engines,
     benchmark.extra_info.update(stages=stage_rows, end_to_end=e2e_rows, memory=memory_rows, peaks=peaks)
     assert all(row["seconds"] > 0 for row in stage_rows + e2e_rows)
     assert all(np.isfinite(row["output error vs ORT fp32"]) for row in e2e_rows)
+
+
+def add_cpu_rows(report, preset: str, peaks: dict, stage_rows: list[dict], e2e_rows: list[dict]) -> None:
+    """The per-stage and end-to-end tables of the CPU backends (titles name the peaks they divide by)."""
+    peak_text = (f"sustained fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16'] or 0:.0f} GFLOP/s; theoretical fp32 "
+                 f"{peaks['theoretical fp32']:.0f}, bf16 {peaks['theoretical bf16'] or 0:.0f} GFLOP/s")
+    for row in stage_rows:
+        report.add(f"CPU backends per stage, preset {preset}, batch 1 ({peak_text})", row)
+    for row in e2e_rows:
+        report.add(f"CPU backends end to end, preset {preset}, one face, network vs EOGI", row)

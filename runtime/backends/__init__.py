@@ -132,6 +132,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def check_graph_names(stage: str, graph_inputs: list[str], graph_outputs: list[str], expected_inputs: list[str],
+                      expected_outputs: list[str]) -> None:
+    """A loaded graph's input and output names must be the manifest's; BackendError otherwise."""
+    if sorted(graph_inputs) != sorted(expected_inputs) or sorted(graph_outputs) != sorted(expected_outputs):
+        raise BackendError(
+            f"{stage}: the graph has inputs {graph_inputs} and outputs {graph_outputs}, the manifest "
+            f"says {expected_inputs} → {expected_outputs}; re-export the stage"
+        )
+
+
 def check_feeds(artifact: Artifact, feeds: dict[str, Feed], max_batch: int | None = None) -> int:
     """The batch size B of `feeds`, after checking them against the artifact's inputs.
 

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from deghost.manifest import Artifact, Manifest, build_command
 
-from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
+from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, check_graph_names, host_feed
 
 log = logging.getLogger("deghost.runtime")
 
@@ -105,13 +105,8 @@ class OnnxRuntimeBackend(ManifestNames):
         self._check_names()
 
     def _check_names(self) -> None:
-        graph_inputs = [node.name for node in self.session.get_inputs()]
-        graph_outputs = [node.name for node in self.session.get_outputs()]
-        if sorted(graph_inputs) != sorted(self.input_names) or sorted(graph_outputs) != sorted(self.output_names):
-            raise BackendError(
-                f"{self.stage}: the graph has inputs {graph_inputs} and outputs {graph_outputs}, the manifest "
-                f"says {self.input_names} → {self.output_names}; re-export the stage"
-            )
+        check_graph_names(self.stage, [node.name for node in self.session.get_inputs()],
+                          [node.name for node in self.session.get_outputs()], self.input_names, self.output_names)
 
     def run(self, feeds: dict[str, Feed], keep: Collection[str] = ()) -> dict[str, np.ndarray | DeviceTensor]:
         check_feeds(self.artifact, feeds)

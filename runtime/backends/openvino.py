@@ -24,7 +24,7 @@ import numpy as np
 from deghost.manifest import Artifact, Manifest
 from deghost.stages import example_feeds, stage_table
 
-from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, host_feed
+from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, check_graph_names, host_feed
 
 log = logging.getLogger("deghost.runtime")
 
@@ -180,13 +180,8 @@ class OpenVinoBackend(ManifestNames):
         self._check_names()
 
     def _check_names(self) -> None:
-        graph_inputs = [port.get_any_name() for port in self.compiled.inputs]
-        graph_outputs = [port.get_any_name() for port in self.compiled.outputs]
-        if sorted(graph_inputs) != sorted(self.input_names) or sorted(graph_outputs) != sorted(self.output_names):
-            raise BackendError(
-                f"{self.stage}: the graph has inputs {graph_inputs} and outputs {graph_outputs}, the manifest "
-                f"says {self.input_names} → {self.output_names}; re-export the stage"
-            )
+        check_graph_names(self.stage, [port.get_any_name() for port in self.compiled.inputs],
+                          [port.get_any_name() for port in self.compiled.outputs], self.input_names, self.output_names)
 
     def run(self, feeds: dict[str, Feed], keep: Collection[str] = ()) -> dict[str, np.ndarray | DeviceTensor]:
         check_feeds(self.artifact, feeds)
