@@ -169,7 +169,7 @@ def test_without_engines_the_command_says_how_to_build_them(tmp_path):
     done = subprocess.run([sys.executable, "-m", "deghost.cli", "demo", "--engines", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert "no manifest.json" in done.stderr and "build_engines.py" in done.stderr
+    assert "no manifest.json" in done.stderr and "deghost build" in done.stderr
 
 
 # -- driving the page ------------------------------------------------------------------------------
