@@ -81,8 +81,8 @@ def main() -> None:
             e2e_rows.append(row)
     add_cpu_rows(report, args.preset, peaks, stage_rows, e2e_rows)
     report.notes.append(
-        f"CPU backends: measured with `python -m benchmarks.cpu_quick` (one timed run per row, on a shared, "
-        f"loaded machine: compare rows of one table only). Peak: theoretical = {peaks['derivation']} (nominal "
+        f"CPU backends: measured with `python -m benchmarks.cpu_quick` (one timed run per row after a warm-up, "
+        f"compare rows of one table only). Peak: theoretical = {peaks['derivation']} (nominal "
         "clock; boost can exceed it); sustained = the best 2048² matmul on OpenVINO (fp32, bf16). bf16 error = "
         "max|bf16 − f32| / max|f32| (OpenVINO, seeded inputs); stages above their bound run f32.")
     print("\n".join(str(p) for p in report.write(folder)))

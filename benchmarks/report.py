@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+KEPT_NOTE = "Sections kept from an earlier run on the same preset"
+
 
 @dataclass
 class Report:
@@ -49,12 +51,14 @@ class Report:
         if not path.is_file():
             return
         earlier = json.loads(path.read_text())
-        kept = [title for title in earlier.get("sections", {}) if title not in self.sections]
+        measured = {_family(title) for title in self.sections}  # a title's "(…)" holds figures that change
+        kept = [title for title in earlier.get("sections", {}) if _family(title) not in measured]
         for title in kept:
             self.sections[title] = earlier["sections"][title]
         if kept:
-            self.notes += [note for note in earlier.get("notes", []) if note not in self.notes]
-            self.notes.append(f"Sections kept from an earlier run on the same preset: {'; '.join(kept)}.")
+            self.notes += [note for note in earlier.get("notes", [])
+                           if note not in self.notes and not note.startswith(KEPT_NOTE)]
+            self.notes.append(f"{KEPT_NOTE}: {'; '.join(kept)}.")
 
     def write(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,11 @@ class Report:
             paths.append(folder / "results.png")
             cv2.imwrite(str(paths[-1]), np.vstack(charts))
         return paths
+
+
+def _family(title: str) -> str:
+    """A section title without its parenthesised figures (the peaks it divides by, ...)."""
+    return title.split(" (")[0]
 
 
 def _format(value) -> str:
