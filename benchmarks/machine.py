@@ -79,12 +79,16 @@ def cpu_flags() -> tuple[str, set[str], int, float]:
             float(fields.get("cpu MHz", 0) or 0))
 
 
+AMX_BF16_FLOP_PER_CYCLE = 1024  # Intel: one AMX tile unit per core, 1024 BF16 operations per cycle (512 FMAs)
+
+
 def theoretical_peak_gflops() -> dict:
     """FP32 and BF16 GFLOP/s = cores × clock × FLOP per cycle, from /proc/cpuinfo, with how it was derived.
 
     FLOP per cycle (FP32) = 2 (an FMA) × FP32 lanes per FMA × 2 FMA pipes (every x86 server core since
     Haswell). AMD Zen 2-4 (families 23, 25) execute 512-bit instructions on 256-bit pipes, so their lanes
-    are 8 whatever the ISA. BF16 dot products (avx512_bf16) do twice FP32's multiply-adds per lane.
+    are 8 whatever the ISA. BF16 dot products (avx512_bf16) do twice FP32's multiply-adds per lane; a core
+    with AMX (amx_bf16: Intel Sapphire Rapids and later) multiplies BF16 tiles at 1024 FLOP per cycle.
     The clock is the one /proc/cpuinfo reports (nominal under a hypervisor): boost can exceed it.
     """
     vendor, flags, family, mhz = cpu_flags()
@@ -94,9 +98,15 @@ def theoretical_peak_gflops() -> dict:
     per_cycle = 2 * bits // 32 * 2
     cores = os.cpu_count() or 1
     fp32 = cores * mhz / 1e3 * per_cycle
-    bf16 = 2 * fp32 if "avx512_bf16" in flags or "amx_bf16" in flags else None
+    if "amx_bf16" in flags:
+        bf16 = cores * mhz / 1e3 * AMX_BF16_FLOP_PER_CYCLE
+        how = f"bf16 on AMX tiles {AMX_BF16_FLOP_PER_CYCLE} FLOP/cycle"
+    elif "avx512_bf16" in flags:
+        bf16, how = 2 * fp32, "bf16 dot products 2× fp32"
+    else:
+        bf16, how = None, "no bf16 instructions"
     return {"fp32": fp32, "bf16": bf16, "derivation": f"{cores} cores × {mhz / 1e3:.2f} GHz × {per_cycle} FLOP/cycle "
-            f"({bits}-bit FMA × 2 pipes){'; bf16 dot products 2× fp32' if bf16 else '; no bf16 instructions'}"}
+            f"({bits}-bit FMA × 2 pipes); {how}"}
 
 
 def openvino_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -> float | None:

@@ -23,6 +23,9 @@ class Report:
     sections: dict[str, list[dict]] = field(default_factory=dict)  # title → rows (same keys per section)
     notes: list[str] = field(default_factory=list)
     charted: dict[str, str] = field(default_factory=dict)  # title → the column its chart plots
+    # title → "measured <when> on <machine>" for sections kept from an earlier run on another machine
+    provenance: dict[str, str] = field(default_factory=dict)
+    measured: str = field(default_factory=lambda: f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
 
     def add(self, section: str, row: dict, chart: str = "seconds") -> None:
         """A row of `section`; the section's chart plots column `chart` of the rows that have a "label"."""
@@ -31,12 +34,14 @@ class Report:
 
     def markdown(self) -> str:
         lines = ["# deghost benchmark results", ""]
-        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in self.machine.items()))
-        lines.append(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with "
+        lines.append("Machine: " + machine_line(self.machine))
+        lines.append(f"Measured {self.measured} with "
                      "`pytest benchmarks --benchmark-only`. Weights are untrained (random, seeded): "
                      "sizes and timings only.")
         for title, rows in self.sections.items():
             lines += ["", f"## {title}", ""]
+            if title in self.provenance:
+                lines += [f"Kept from an earlier run: {self.provenance[title]}.", ""]
             keys = list(rows[0])
             lines.append("| " + " | ".join(keys) + " |")
             lines.append("|" + "---|" * len(keys))
@@ -47,14 +52,21 @@ class Report:
 
     def keep_earlier(self, path: Path) -> None:
         """Keep the sections (and notes) of an earlier results.json that this run did not measure, so
-        a run of some benchmarks adds to the results files instead of replacing them."""
+        a run of some benchmarks adds to the results files instead of replacing them. A kept section
+        measured on another machine says which one and when, since the header names this run's."""
         if not path.is_file():
             return
         earlier = json.loads(path.read_text())
         measured = {_family(title) for title in self.sections}  # a title's "(…)" holds figures that change
         kept = [title for title in earlier.get("sections", {}) if _family(title) not in measured]
+        earlier_provenance = earlier.get("provenance", {})
         for title in kept:
             self.sections[title] = earlier["sections"][title]
+            origin = earlier_provenance.get(title)
+            if origin is None and earlier.get("machine") != self.machine:
+                origin = f"measured {earlier.get('measured', 'earlier')} on " + machine_line(earlier.get("machine", {}))
+            if origin:
+                self.provenance[title] = origin
         if kept:
             self.notes += [note for note in earlier.get("notes", [])
                            if note not in self.notes and not note.startswith(KEPT_NOTE)]
@@ -64,8 +76,9 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / "results.json", folder / "results.md"]
         self.keep_earlier(paths[0])
-        paths[0].write_text(json.dumps({"machine": self.machine, "sections": self.sections, "notes": self.notes},
-                                       indent=2, default=str) + "\n")
+        paths[0].write_text(json.dumps({"machine": self.machine, "measured": self.measured, "sections": self.sections,
+                                        "provenance": self.provenance, "notes": self.notes}, indent=2, default=str)
+                            + "\n")
         paths[1].write_text(self.markdown())
         charts = []  # one chart per section: each on its own scale
         for title, rows in self.sections.items():
@@ -77,6 +90,10 @@ class Report:
             paths.append(folder / "results.png")
             cv2.imwrite(str(paths[-1]), np.vstack(charts))
         return paths
+
+
+def machine_line(machine: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in machine.items())
 
 
 def _family(title: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import BACKENDS, DEVICES, PRECISIONS, BackendError
+from .backends import BackendError
+from .cli_options import add_aligned_option, add_backend_options, add_engines_option
 from .directions import DEFAULT_ALPHA
 from .faces import MIN_FACE
 from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
@@ -93,25 +94,13 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     choice.add_argument("--largest-face", action="store_true", help="edit only the largest face")
     faces.add_argument("--min-face", type=float, default=MIN_FACE, metavar="PX",
                        help="smallest face edited, box side in pixels (default: %(default)g)")
-    faces.add_argument("--aligned", action="store_true",
-                       help="inputs are FFHQ-aligned face crops: no detection, alignment or paste-back")
-    parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
-                        help="folder with manifest.json, engines/graphs and directions/ (default: engines/)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where the engines load, else ONNX Runtime on CUDA, else the fastest "
-                        "CPU backend installed: OpenVINO, else ONNX Runtime (default: auto)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the networks run: cpu never uses the GPU (default: auto, the GPU where a GPU "
-                        "backend loads)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: fp16 TensorRT engines as built, else fp32; bf16: OpenVINO on the CPU, the "
-                        "stages within their recorded bf16 bound (default: auto)")
+    add_aligned_option(faces)
+    add_engines_option(parser)
+    add_backend_options(parser, threads_scope=" (with --ray: per actor)")
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference batch (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--grid", action="store_true",
                         help="also save original | fused | EOGI | ours side by side (runs network and eogi)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads per operator, ONNX Runtime or OpenVINO (default: all cores)")
     parser.add_argument("--memory-arena", action="store_true",
                         help="ONNX Runtime on CPU: keep activations in per-session arenas instead of freeing them "
                         "after each stage (1024²: 5.8 instead of 3.1 GB peak; no faster on a 2-core CPU)")

@@ -46,8 +46,8 @@ class EditService:
     """
 
     def __init__(self, engines: str, backend: str = "auto", threads: int | None = None, max_batch: int = 4,
-                 queue_limit: int = 16, aligned: bool = False):
-        self.pipe = Pipeline.load(engines, backend=backend, threads=threads)
+                 queue_limit: int = 16, aligned: bool = False, precision: str | None = None, device: str = "auto"):
+        self.pipe = Pipeline.load(engines, backend=backend, threads=threads, precision=precision, device=device)
         self.pipe.prepare("network")  # the default mode's stages open now; others on first use
         self.summary = manifest_summary(self.pipe)
         self.queue_limit, self.aligned = queue_limit, aligned
@@ -136,7 +136,8 @@ def _response(body: bytes | str, status: int, media_type: str, headers: dict | N
 def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST, port: int = DEFAULT_PORT,
                   backend: str = "auto", threads: int | None = None, max_batch: int = 4, queue_limit: int = 16,
                   aligned: bool = False, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
-                  app_name: str = APP_NAME, route_prefix: str = "/") -> str:
+                  app_name: str = APP_NAME, route_prefix: str = "/", precision: str | None = None,
+                  device: str = "auto") -> str:
     """Deploy the service on the connected Ray cluster → the server's base URL (the app answers under
     `route_prefix`). Stop it with `serve.shutdown()`."""
     require_ray("deghost serve")
@@ -150,7 +151,7 @@ def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST
         max_queued_requests=4 * queue_limit,  # the proxy's own bound (it answers 503 past it)
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
     )
-    serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned),
+    serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned, precision, device),
               name=app_name, route_prefix=route_prefix)
     return f"http://{host}:{port}"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .backends import BACKENDS, BackendError
+from .backends import BackendError
+from .cli_options import add_aligned_option, add_backend_options, add_engines_option
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -19,6 +19,7 @@ examples:
   deghost serve --engines engines/                        one replica on a local Ray instance, 127.0.0.1:8000
   curl --data-binary @face.png 'http://127.0.0.1:8000/edit?attribute=age&alpha=-10' -o older.png
   deghost serve --engines engines/ --address auto --replicas 4 --gpus-per-replica 1 --host 0.0.0.0
+  deghost serve --engines engines/ --precision bf16      CPU: OpenVINO bf16 where each stage is within bound
 
 errors: 400 bad image or parameter, 413 upload too large, 422 no face / unusable image,
   503 busy (Retry-After says when to retry)
@@ -32,16 +33,14 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
         "requests batched, a bounded queue per replica.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
-                        help="folder with manifest.json (default: engines/)")
+    add_engines_option(parser)
     parser.add_argument("--replicas", type=int, default=1, metavar="N", help="replicas, one Pipeline each (default: 1)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
                         "only; 0.0.0.0 for the network)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
     parser.add_argument("--address", metavar="ADDRESS",
                         help="Ray cluster to join (auto, host:6379); default: start a local Ray instance")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="as for deghost edit (default: auto)")
-    parser.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads per replica")
+    add_backend_options(parser, threads_scope=" per replica")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C", help="default: %(default)s")
     parser.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
                         help="1 on a GPU cluster: a replica per GPU (default: %(default)s)")
@@ -49,9 +48,7 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
                         help="requests gathered into one pipeline batch (default: %(default)s)")
     parser.add_argument("--queue", type=int, default=16, metavar="N",
                         help="edits one replica admits at once; more get 503 + Retry-After (default: %(default)s)")
-    parser.add_argument("--aligned", action="store_true",
-                        help="uploads are FFHQ-aligned face crops, edited as they are; default: ordinary photos, "
-                        "whose faces are found, aligned, edited and pasted back")
+    add_aligned_option(parser, "uploads")
     parser.set_defaults(run=run_serve)
     return parser
 
@@ -70,7 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
             try:
                 url = start_service(args.engines, args.replicas, args.host, args.port, args.backend, args.threads,
                                     args.max_batch, args.queue, args.aligned, args.cpus_per_replica,
-                                    args.gpus_per_replica)
+                                    args.gpus_per_replica, precision=args.precision, device=args.device)
                 print(f"deghost serve: listening on {url} (POST /edit, GET /health, GET /manifest); Ctrl-C stops")
                 wait_until_interrupted()
             finally:

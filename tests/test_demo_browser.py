@@ -8,16 +8,23 @@ The server is the real command in a child process on 127.0.0.1 with the tiny unt
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.demo_engines import demo_engines
+from tests.helpers.demo_page import (
+    RESULT_TIMEOUT_MS,
+    DemoServerError,
+    choose_modes,
+    clear_upload,
+    demo_server,
+    run_and_wait,
+    shown,
+    upload,
+)
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the demo extra is not installed: pip install '.[demo]'")
@@ -28,32 +35,18 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 
 IMAGES = Path(__file__).parent / "data" / "images"
 ASTRONAUT = IMAGES / "astronaut.png"
-RESULT_TIMEOUT_MS = 240_000  # tiny engines edit in seconds; a busy 2-core CI machine may take minutes
-UI_TIMEOUT_MS = 180_000  # an upload or a re-render; generous for the same reason
-SERVER_START_S = 240
 
 
 @pytest.fixture(scope="module")
 def demo_url(request, tmp_path_factory):
     """`deghost demo` serving the tiny engines on a free local port; stopped after the module."""
     engines = demo_engines(request)
-    port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "deghost.cli", "demo", "--engines", str(engines),
-                                   "--host", "127.0.0.1", "--port", str(port), "--samples", str(IMAGES)],
-                                  stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        _wait_until_serving(url, server, log)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        with demo_server(engines, log, "--samples", str(IMAGES)) as url:
+            yield url
+    except DemoServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,7 @@ def test_the_bundled_photo_is_edited_with_the_chosen_attribute_and_alpha(page, t
     page.wait_for_function("before => document.querySelector('#view-fused img').src !== before", arg=fused_before,
                            timeout=RESULT_TIMEOUT_MS)
 
-    screenshot(page, tmp_path / "demo.png")
+    page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)  # the README's docs/demo.png is this picture
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert page.external_requests == [], f"the page fetched from outside 127.0.0.1: {page.external_requests[:5]}"
 
@@ -114,7 +107,7 @@ BAD_UPLOADS = {
 
 
 def test_bad_uploads_show_a_message_and_the_server_keeps_serving(page, tmp_path):
-    only_ours(page)
+    choose_modes(page, {"ours"})
     for name, (content, expected) in BAD_UPLOADS.items():
         bad = tmp_path / name
         bad.write_bytes(content)
@@ -141,7 +134,7 @@ def test_a_photo_without_a_face_gets_a_message(page, tmp_path):
 
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((400, 300, 3), 128, np.uint8))
-    only_ours(page)
+    choose_modes(page, {"ours"})
     upload(page, blank)
     page.locator("#run").click()
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('⚠')",
@@ -170,64 +163,3 @@ def test_without_engines_the_command_says_how_to_build_them(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "no manifest.json" in done.stderr and "deghost build" in done.stderr
-
-
-# -- driving the page ------------------------------------------------------------------------------
-
-
-def upload(page, path: Path) -> None:
-    """Upload `path` and wait until the component holds it (its Clear button appears with the file)."""
-    page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.locator("#upload button[aria-label='Clear']").first.wait_for(timeout=UI_TIMEOUT_MS)
-
-
-def clear_upload(page) -> None:
-    """Remove the uploaded file and wait until the page shows it gone (an upload made before the
-    clear is done would be cleared with it)."""
-    page.locator("#upload button[aria-label='Clear']").first.click()
-    page.locator("#upload button[aria-label='Clear']").first.wait_for(state="detached", timeout=UI_TIMEOUT_MS)
-    page.locator("#upload input[type=file]").wait_for(state="attached", timeout=UI_TIMEOUT_MS)
-
-
-def only_ours(page) -> None:
-    """Run only the network suppressor: the quickest edit that still goes through every shared stage."""
-    for label in ("EOGI", "Poisson"):
-        page.locator("#modes").get_by_label(label).uncheck()
-
-
-def run_and_wait(page) -> None:
-    page.locator("#run").click()
-    page.wait_for_function("() => document.querySelector('#timings').innerText.includes('total')",
-                           timeout=RESULT_TIMEOUT_MS)
-
-
-def shown(page, selector: str) -> None:
-    """Wait until the image element is visible and its picture has loaded (non-zero natural width)."""
-    page.locator(selector).wait_for(state="visible", timeout=UI_TIMEOUT_MS)
-    page.wait_for_function("s => document.querySelector(s).naturalWidth > 0", arg=selector, timeout=UI_TIMEOUT_MS)
-
-
-def screenshot(page, path: Path) -> Path:
-    """The whole page as PNG: the README's docs/demo.png is this picture from the first test."""
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_serving(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"deghost demo exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"deghost demo did not serve {url} within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")

@@ -15,6 +15,7 @@ from deghost.runtime.backends import BackendError, open_backend
 from deghost.runtime.backends import openvino as ov_backend
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
+from deghost.stages import example_feeds, stage_table
 from tests.test_runtime_cli import ASTRONAUT, parser
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install deghost[openvino]")
@@ -80,8 +81,27 @@ def test_a_stage_whose_bf16_error_is_out_of_bound_runs_f32_and_says_why(tiny_onn
 
 
 def test_precision_is_always_set_explicitly_so_fp32_is_never_lowered(tiny_onnx_dir):
-    backend = open_backend(Manifest.load(tiny_onnx_dir), "encoder", "openvino", "fp32", device="cpu")
+    manifest = Manifest.load(tiny_onnx_dir)
+    backend = open_backend(manifest, "encoder", "openvino", "fp32", device="cpu")
+    backend.run(example_feeds(stage_table(manifest.find("encoder", "onnx", "fp32").preset)["encoder"], 1))
     assert str(backend.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
+def test_the_first_shapes_run_static_and_other_batch_sizes_switch_to_the_dynamic_graph(tiny_onnx_dir):
+    manifest = Manifest.load(tiny_onnx_dir)
+    spec = stage_table(manifest.find("generator", "onnx", "fp32").preset)["generator"]
+    one, three = example_feeds(spec, 1, seed=5), example_feeds(spec, 3, seed=6)
+    reference = open_backend(manifest, "generator", "onnxruntime", "fp32", device="cpu")
+    backend = open_backend(manifest, "generator", "openvino", "fp32", device="cpu")
+    assert backend.compiled is None  # nothing compiled before the first run says the shapes
+    outputs = [backend.run(one)]
+    assert backend.static_shapes == {"w": list(one["w"].shape)}
+    outputs += [backend.run(one), backend.run(three), backend.run(one)]
+    assert backend.static_shapes is None  # switched once, and stays
+    for feeds, got in zip([one, one, three, one], outputs, strict=True):
+        expected = reference.run(feeds)
+        for name in backend.output_names:
+            assert relative(got[name], expected[name]) <= F32_TOLERANCE
 
 
 def test_deghost_edit_backend_openvino_writes_the_onnxruntime_result(tiny_onnx_dir, tmp_path, photo):
@@ -124,3 +144,25 @@ def test_auto_without_openvino_falls_back_to_onnxruntime_and_warns_when_bf16_was
 def test_a_precision_the_backend_cannot_run_is_refused(tiny_onnx_dir, backend, precision, message):
     with pytest.raises(BackendError, match=message):
         open_backend(Manifest.load(tiny_onnx_dir), "encoder", backend, precision)
+
+
+@pytest.mark.parametrize("command", [["edit", "in.png", "--out", "out"], ["serve"], ["demo"]])
+def test_edit_serve_and_demo_share_the_backend_options(command):
+    from deghost.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--backend", "openvino", "--precision", "bf16", "--device", "cpu",
+                                      "--threads", "1", "--aligned"])
+    assert (args.backend, args.precision, args.device, args.threads, args.aligned) == ("openvino", "bf16", "cpu", 1,
+                                                                                       True)
+
+
+def test_a_service_replica_runs_in_the_precision_asked_for(tiny_onnx_dir):
+    pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'deghost[ray]'")
+    from deghost.runtime.serve_app import EditService
+
+    replica = EditService(str(tiny_onnx_dir), backend="openvino", precision="bf16", device="cpu")
+    try:
+        stages = replica.pipe.describe()
+    finally:
+        replica.pipe.close()
+    assert stages["encoder"] == "openvino/cpu bf16" and stages["diffcam"] == "openvino/cpu fp32"  # over its bound

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..backends import BACKENDS, BackendError
+from ..backends import BackendError
+from ..cli_options import add_aligned_option, add_backend_options, add_engines_option
 from .session import REPO_SAMPLES, DemoSession, find_samples
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -25,6 +26,7 @@ EPILOG = """\
 examples:
   deghost demo --engines engines/                 then open http://127.0.0.1:7860
   deghost demo --engines engines/ --port 8080 --samples my_faces/
+  deghost demo --engines engines/ --precision bf16   CPU: OpenVINO bf16 where each stage is within bound
 
 Requests share one pipeline and run one at a time (a queue), so a second visitor waits rather
 than loading the models again. Serve on 127.0.0.1 (the default) unless you mean to expose it."""
@@ -36,20 +38,14 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
         "demo", help="a web page to try edits and compare the suppress modes (Gradio, offline)",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
-                        help="folder with manifest.json, engines/graphs and directions/ (default: engines/)")
+    add_engines_option(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, metavar="N", help="port (default: %(default)s)")
     parser.add_argument("--samples", type=Path, nargs="*", default=[], metavar="DIR",
                         help="folders of sample photos offered beside the upload (default: the repository's "
                         "tests/data/images, when present)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where the engines load, else the fastest CPU backend (default: auto)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="ONNX Runtime threads per operator (default: all cores)")
-    parser.add_argument("--aligned", action="store_true",
-                        help="uploads are FFHQ-aligned face crops, edited as they are (default: ordinary photos, "
-                        "whose faces are found, aligned and pasted back)")
+    add_backend_options(parser)
+    add_aligned_option(parser, "uploads")
     parser.set_defaults(run=run_demo)
     return parser
 
@@ -60,7 +56,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     try:
         import_gradio()  # before the models load: the missing extra is the first thing to hear about
-        pipe = Pipeline.load(args.engines, backend=args.backend, threads=args.threads)
+        pipe = Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
+                             device=args.device)
     except (GradioMissing, ValueError) as error:  # ManifestError is a ValueError
         return _usage_error(str(error))
     session = DemoSession(pipe, find_samples([*args.samples, REPO_SAMPLES]), aligned=args.aligned)

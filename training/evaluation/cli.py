@@ -52,6 +52,7 @@ def _comma_list(text: str) -> list[str]:
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval` on the `deghost` subparsers; its handler is `args.run(args) -> exit code`."""
     from deghost.runtime.backends import BACKENDS
+    from deghost.runtime.cli_options import add_engines_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
     from .pipeline_eval import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
@@ -84,8 +85,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     run.add_argument("--reference", choices=REFERENCES, default="poisson",
                      help="what outputs are compared with (default: %(default)s; see below)")
     run.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="edit strength (default: %(default)g)")
-    run.add_argument("--engines", type=Path, default=Path("engines"), metavar="DIR",
-                     help="folder with manifest.json, the stage engines/graphs and directions/ (default: engines/)")
+    add_engines_option(run)
     run.add_argument("--backend", choices=BACKENDS, default="auto", help="runtime backend (default: auto)")
     run.add_argument("--batch", type=int, default=1, metavar="N", help="images per pipeline call (default: 1)")
     run.add_argument("--save-images", action="store_true",

@@ -1,0 +1,60 @@
+"""The benchmark report's bookkeeping (which run and machine a figure comes from) and the CPU peak's derivation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import machine
+from benchmarks.report import Report
+
+AMD = {"cpu": "AMD EPYC", "cores": 2}
+INTEL = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}
+
+
+def write_run(folder, machine_info: dict, sections: dict[str, list[dict]]) -> dict:
+    report = Report(machine_info)
+    for title, rows in sections.items():
+        for row in rows:
+            report.add(title, row)
+    report.write(folder)
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_a_later_run_keeps_unmeasured_sections_and_replaces_measured_ones(tmp_path):
+    write_run(tmp_path, AMD, {"End to end (ratio 0.5)": [{"label": "a", "seconds": 2.0}],
+                              "Parameters": [{"label": "p", "seconds": 1.0}]})
+    second = write_run(tmp_path, AMD, {"End to end (ratio 0.6)": [{"label": "a", "seconds": 3.0}]})
+    assert list(second["sections"]) == ["End to end (ratio 0.6)", "Parameters"]  # the family replaced, once
+    assert second["sections"]["Parameters"] == [{"label": "p", "seconds": 1.0}]
+    assert second["provenance"] == {}  # the same machine: the header's line covers every section
+
+
+def test_a_section_kept_from_another_machine_names_that_machine_and_when(tmp_path):
+    first = write_run(tmp_path, AMD, {"Parameters": [{"label": "p", "seconds": 1.0}]})
+    write_run(tmp_path, INTEL, {"End to end": [{"label": "a", "seconds": 3.0}]})
+    third = write_run(tmp_path, INTEL, {"Memory": [{"label": "m", "seconds": 4.0}]})
+    origin = f"measured {first['measured']} on cpu AMD EPYC, cores 2"
+    # Carried through a second later run too: the section still comes from the AMD machine.
+    assert third["provenance"] == {"Parameters": origin}
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.startswith("# deghost benchmark results\n\nMachine: cpu Intel(R) Xeon(R) Processor, cores 2")
+    assert f"## Parameters\n\nKept from an earlier run: {origin}.\n" in markdown
+    assert "## End to end\n\n|" in markdown  # measured on this machine: no provenance line
+
+
+@pytest.mark.parametrize("vendor, family, flags, fp32, bf16", [
+    # 2 cores × 2.6 GHz × 2 (FMA) × lanes × 2 pipes; bf16 dot products double it; AMX: 1024 FLOP/cycle/core.
+    ("AuthenticAMD", 25, {"avx512f", "avx2", "fma", "avx512_bf16"}, 2 * 2.6 * 2 * 8 * 2, 2 * 2 * 2.6 * 2 * 8 * 2),
+    ("AuthenticAMD", 26, {"avx512f", "avx2", "fma", "avx512_bf16"}, 2 * 2.6 * 2 * 16 * 2, 2 * 2 * 2.6 * 2 * 16 * 2),
+    ("GenuineIntel", 6, {"avx512f", "avx2", "fma", "avx512_bf16", "amx_bf16"}, 2 * 2.6 * 2 * 16 * 2, 2 * 2.6 * 1024),
+    ("GenuineIntel", 6, {"avx2", "fma"}, 2 * 2.6 * 2 * 8 * 2, None),
+])
+def test_the_theoretical_peak_follows_the_vector_width_and_the_bf16_units(monkeypatch, vendor, family, flags, fp32,
+                                                                          bf16):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: (vendor, flags, family, 2600.0))
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    peak = machine.theoretical_peak_gflops()
+    assert peak["fp32"] == pytest.approx(fp32)
+    assert peak["bf16"] == (None if bf16 is None else pytest.approx(bf16))
