@@ -90,6 +90,9 @@ def compile_graph(path, precision: str, threads: int | None = None, shapes: dict
         "INFERENCE_PRECISION_HINT": PRECISIONS[precision],  # always explicit: the CPU default may be bf16
         "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
         "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        # OpenVINO pins its threads to the first cores; processes sharing a machine (Ray actors, one
+        # thread each) would then all run on core 0. Pin only when one process takes every core.
+        "ENABLE_CPU_PINNING": not threads or threads >= (os.cpu_count() or 1),
     }
     core = _core()
     model = model if model is not None else core.read_model(str(path))
