@@ -68,8 +68,9 @@ class Report:
             if origin:
                 self.provenance[title] = origin
         if kept:
+            current = {_note_key(note) for note in self.notes}  # a note of this run replaces the earlier one
             self.notes += [note for note in earlier.get("notes", [])
-                           if note not in self.notes and not note.startswith(KEPT_NOTE)]
+                           if _note_key(note) not in current and not note.startswith(KEPT_NOTE)]
             self.notes.append(f"{KEPT_NOTE}: {'; '.join(kept)}.")
 
     def write(self, folder: Path) -> list[Path]:
@@ -94,6 +95,11 @@ class Report:
 
 def machine_line(machine: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in machine.items())
+
+
+def _note_key(note: str) -> str:
+    """What a note is about: its words before the first colon ("End to end (ffhq1024)", "CPU peak")."""
+    return note.split(":", 1)[0]
 
 
 def _family(title: str) -> str:

@@ -31,6 +31,19 @@ def test_a_later_run_keeps_unmeasured_sections_and_replaces_measured_ones(tmp_pa
     assert second["provenance"] == {}  # the same machine: the header's line covers every section
 
 
+def test_a_note_of_the_later_run_replaces_the_earlier_note_on_the_same_subject(tmp_path):
+    first = Report(AMD, notes=["End to end (tiny): ratio 0.53", "Memory: arena off"])
+    first.add("End to end", {"label": "a", "seconds": 2.0})
+    first.add("Memory", {"label": "m", "seconds": 1.0})
+    first.write(tmp_path)
+    second = Report(AMD, notes=["End to end (tiny): ratio 0.49"])
+    second.add("End to end", {"label": "a", "seconds": 1.9})
+    second.write(tmp_path)
+    notes = json.loads((tmp_path / "results.json").read_text())["notes"]
+    assert notes[:2] == ["End to end (tiny): ratio 0.49", "Memory: arena off"]  # the kept section's note stays
+    assert notes[2].startswith("Sections kept from an earlier run on the same preset: Memory")
+
+
 def test_a_section_kept_from_another_machine_names_that_machine_and_when(tmp_path):
     first = write_run(tmp_path, AMD, {"Parameters": [{"label": "p", "seconds": 1.0}]})
     write_run(tmp_path, INTEL, {"End to end": [{"label": "a", "seconds": 3.0}]})
