@@ -64,12 +64,24 @@ def choose_modes(page, labels: set[str]) -> None:
 
 
 def run_and_wait(page) -> None:
-    """Click run and wait until the timings of a finished edit are shown."""
-    page.locator("#timings").evaluate("node => { node.dataset.before = node.innerText; }")
+    """Click run and wait until this click's edit is done: the page first says "editing…" (seen by
+    an observer set up before the click), then "done:" with the timings, and no "processing"
+    overlay (Gradio lays one over the previous result's text while an event is pending)."""
+    page.evaluate("""() => {
+        window.deghostEditing = false;
+        const status = document.querySelector('#status');
+        const seen = () => { if (status.innerText.includes('editing')) window.deghostEditing = true; };
+        window.deghostObserver?.disconnect();
+        window.deghostObserver = new MutationObserver(seen);
+        window.deghostObserver.observe(status, {subtree: true, childList: true, characterData: true});
+    }""")
     page.locator("#run").click()
-    page.wait_for_function("() => { const t = document.querySelector('#timings');"
-                           " return t.innerText.includes('total') && t.innerText !== t.dataset.before; }",
-                           timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_function("""() => {
+        const status = document.querySelector('#status').innerText;
+        const timings = document.querySelector('#timings').innerText;
+        return window.deghostEditing && status.startsWith('done') && timings.includes('total')
+            && !(status + timings).includes('processing');
+    }""", timeout=RESULT_TIMEOUT_MS)
 
 
 def shown(page, selector: str) -> None:
