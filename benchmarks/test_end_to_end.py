@@ -93,7 +93,8 @@ def test_runtime_vs_pytorch_reference_pipeline(benchmark, request, torch_module,
     benchmark.extra_info.update(runtime_images_per_s=runtime_ips, torch_images_per_s=torch_ips,
                                 share_outside_backends=share, backend=pipeline.describe())
     title = f"Runtime vs PyTorch reference, preset {pipeline.preset.name}, suppress=network, batch 1"
-    report.add(title, {"label": "deghost runtime (ONNX Runtime)", "seconds": 1 / runtime_ips,
+    kinds = ", ".join(sorted({kind.split(" ")[0] for kind in pipeline.describe().values()}))  # "openvino/cpu"
+    report.add(title, {"label": f"deghost runtime ({kinds})", "seconds": 1 / runtime_ips,
                        "images/s": runtime_ips, "time outside the backends": f"{share:.2%}"})
     report.add(title, {"label": "PyTorch reference (eager)", "seconds": 1 / torch_ips, "images/s": torch_ips,
                        "time outside the backends": "-"})
