@@ -18,7 +18,7 @@ ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
 @pytest.fixture(scope="module")
 def session(request):
-    demo = DemoSession(Pipeline.load(demo_engines(request), backend="onnxruntime"))
+    demo = DemoSession(Pipeline.load(demo_engines(request), backend="onnxruntime", device="cpu"))
     yield demo
     demo.close()
 

@@ -36,8 +36,16 @@ def test_first_images_follow_natural_name_order_and_skip_other_files(tmp_path):
     assert [path.name for path in first_images(tmp_path, 1000)] == ["1.jpg", "2.png", "10.jpg"]
 
 
+@pytest.fixture
+def pipelines_on_the_cpu(monkeypatch):
+    """Every Pipeline.load, the CLI's included, on the CPU: scores of two runs are compared at rtol 1e-9, which
+    two GPU sessions (cuDNN's algorithm search, TF32) need not reproduce."""
+    load = Pipeline.load
+    monkeypatch.setattr(Pipeline, "load", staticmethod(lambda *args, **kwargs: load(*args, **kwargs, device="cpu")))
+
+
 def test_every_attribute_and_method_is_scored_against_the_poisson_target_of_the_same_run(
-    faces, tiny_onnx_dir, tmp_path, capsys
+    faces, tiny_onnx_dir, tmp_path, capsys, pipelines_on_the_cpu
 ):
     folder, variants = faces
     assert run_eval("--celeba-hq", folder, "--first", 2, "--attributes", "smile,age", "--methods", "network,fused",

@@ -66,10 +66,10 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_pat
     _faces(tmp_path / "in", 2)
     (tmp_path / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = collect_inputs([tmp_path / "in"])
-    with Pipeline.load(tiny, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1, device="cpu") as pipe:
         local = run_folder(pipe, inputs, tmp_path / "local", progress=False)
     distributed, backends = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=2, threads=1,
-                                           progress=False)
+                                           progress=False, device="cpu")
 
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # byte for byte, same names, no stray files
     assert len(_files(tmp_path / "ray")) == 2
@@ -102,13 +102,13 @@ def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, ti
             os._exit(1)
 
     report, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=1, threads=1, progress=False,
-                               actor_class=DiesAfterItsFirstBatch)
+                               actor_class=DiesAfterItsFirstBatch, device="cpu")
 
     assert marker.exists()  # the crash happened
     written = sorted(p.name for p in (tmp_path / "ray").iterdir())
     assert written == ["face0_smile+20_network.png", "face1_smile+20_network.png"]  # complete, no temporaries
     assert (report.processed, report.written, report.failed) == (2, 2, [])
-    with Pipeline.load(tiny, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1, device="cpu") as pipe:
         expected = pipe.edit([read_image(p).rgb for p in inputs]).rgb()
     for path, image in zip(sorted((tmp_path / "ray").iterdir()), expected, strict=True):
         assert np.array_equal(read_image(path).rgb, image)
@@ -145,7 +145,7 @@ def service(ray_cluster, tiny):
 
     # the Ray Data tests above need the cluster's CPUs; the service tests come last and share one replica
     url = start_service(tiny, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8,
-                        cpus_per_replica=0.5, aligned=True)
+                        cpus_per_replica=0.5, aligned=True, device="cpu")
     yield url
     serve.shutdown()
 
@@ -181,7 +181,7 @@ def test_service_batches_concurrent_requests_into_pipeline_edit_results(service,
         thread.join(timeout=180)
     assert sorted(answers) == [0, 1, 2, 3] and all(a[0] == 200 for a in answers.values()), answers
 
-    with Pipeline.load(tiny, threads=1) as pipe:
+    with Pipeline.load(tiny, threads=1, device="cpu") as pipe:
         expected = pipe.edit([read_image(p).rgb for p in paths], "smile", 20.0).rgb()
     for i, (_, _, body) in answers.items():
         got = cv2.cvtColor(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -21,7 +21,7 @@ LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
 
 @pytest.fixture(scope="module")
 def pipe(tiny_onnx_dir):
-    with Pipeline.load(tiny_onnx_dir, backend="onnxruntime") as pipeline:
+    with Pipeline.load(tiny_onnx_dir, backend="onnxruntime", device="cpu") as pipeline:
         yield pipeline
 
 
@@ -167,7 +167,8 @@ def test_tensorrt_pipeline_matches_onnxruntime_with_device_handoff(tiny_onnx_dir
     shutil.copytree(tiny_onnx_dir, folder, copy_function=os.link)
     stages = ("encoder", "generator", "diffcam", "suppressor")
     build(BuildOptions(out=folder, preset="tiny", random_init=0, stages=stages, precision="fp16"))
-    with Pipeline.load(folder, backend="tensorrt") as gpu, Pipeline.load(folder, backend="onnxruntime") as cpu:
+    with (Pipeline.load(folder, backend="tensorrt") as gpu,
+          Pipeline.load(folder, backend="onnxruntime", device="cpu") as cpu):  # the bound's reference: CPU
         got = gpu.edit(faces[:1], attribute=["smile", "age"], suppress="network")
         want = cpu.edit(faces[:1], attribute=["smile", "age"], suppress="network")
         assert set(gpu.describe().values()) == {"tensorrt/cuda fp16"}

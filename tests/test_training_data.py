@@ -150,7 +150,7 @@ def test_pair_dataset_crops_and_flips_the_three_images_alike_and_reproducibly(tm
 def test_pairs_from_the_real_pipeline_keep_the_image_outside_the_bisenet_face_mask(tmp_path, tiny_onnx_dir):
     from deghost.runtime.pipeline import Pipeline
 
-    ghosting = PipelineGhosting(Pipeline.load(tiny_onnx_dir, backend="onnxruntime"))
+    ghosting = PipelineGhosting(Pipeline.load(tiny_onnx_dir, backend="onnxruntime", device="cpu"))
     sources = write_sources(tmp_path / "sources", 2)
     report = synthesize_pairs(sources, tmp_path / "pairs", ghosting, size=ghosting.size, batch_size=2,
                               progress=False)
