@@ -139,7 +139,8 @@ class Manifest:
         """The artifact's path, after checking that it exists and its sha256 is the recorded one."""
         path = self.file_of(artifact)
         if not path.is_file():
-            raise ManifestError(f"{path} is listed in {self.path} but missing; rebuild the {artifact.stage} stage")
+            raise ManifestError(f"{path} is listed in {self.path} but missing; rebuild the {artifact.stage} stage: "
+                                f"{build_command(self.folder, [artifact.stage])}")
         if sha256_of(path) != artifact.sha256:
             raise ManifestError(
                 f"{path} does not match its sha256 in {self.path} (modified or corrupt); rebuild the "

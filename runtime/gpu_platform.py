@@ -21,6 +21,12 @@ CUDA_MAJOR = 12  # of the tensorrt-cu12 and onnxruntime-gpu wheels; cuda-python 
 MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
 MIN_TENSORRT_MAJOR = 10
 TENSORRT_INSTALL = 'pip install "deghost[tensorrt]" on a machine with an NVIDIA GPU'
+# The first onnxruntime-gpu whose PyPI wheels are CUDA 12 (and cuDNN 9) builds; 1.17 and 1.18 were CUDA 11.8 ones.
+ONNXRUNTIME_GPU_MIN = "1.19"
+# onnxruntime is a core dependency, so the gpu extra installs both packages, and they write the same
+# `onnxruntime` module over each other: remove both, then install the GPU one alone.
+ONNXRUNTIME_GPU_INSTALL = ('pip uninstall -y onnxruntime onnxruntime-gpu && '
+                           f'pip install "onnxruntime-gpu>={ONNXRUNTIME_GPU_MIN}"')
 
 
 class GPUUnavailable(RuntimeError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,10 +16,13 @@ from onnx import TensorProto, helper
 from deghost.files import sha256_of
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
 from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, choice_table, open_backend
+from deghost.runtime.backends import onnxruntime as ort_backend
 from deghost.runtime.backends.onnxruntime import has_cuda_provider
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
+from deghost.runtime.gpu_platform import ONNXRUNTIME_GPU_INSTALL
 from deghost.runtime.pipeline import Pipeline
 
+REPO = Path(__file__).resolve().parents[1]
 SIDE = 8
 
 
@@ -239,3 +244,137 @@ def test_the_rebuild_advice_names_the_command_every_install_has():
         "deghost build --checkpoints DIR --stages suppressor --precision fp16 --out engines")
     with pytest.raises(ManifestError, match=r"build the engines first: deghost build --checkpoints DIR --out /nowhere"):
         Manifest.load("/nowhere")
+
+
+# -- ONNX Runtime on CUDA: "cuda" means CUDA, "auto" falls back with a warning -----------------------------
+
+
+@pytest.fixture
+def cuda_provider_that_fails_to_load(monkeypatch):
+    """onnxruntime-gpu whose CUDA provider is listed but does not load (CUDA or cuDNN missing): ONNX Runtime
+    then opens the session on the CPU alone. Here the CPU build stands in for it, told it has the provider."""
+    if has_cuda_provider():
+        pytest.skip("this onnxruntime has a CUDA provider, which may load here")
+    monkeypatch.setattr(ort_backend, "has_cuda_provider", lambda: True)
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_cuda_asked_for_is_refused_when_the_cuda_provider_did_not_load(toy_manifest, cuda_provider_that_fails_to_load):
+    with pytest.raises(BackendError) as refused:
+        open_backend(toy_manifest, "toy", "onnxruntime", device="cuda")
+    message = str(refused.value)
+    assert message.startswith("toy: ONNX Runtime on CUDA requested, but the CUDA provider of onnxruntime-gpu")
+    assert "did not load" in message and "cuDNN 9" in message and "NVIDIA driver 525.60.13 or newer" in message
+    assert message.endswith(ONNXRUNTIME_GPU_INSTALL)
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+@pytest.mark.parametrize("backend", ["onnxruntime", "auto"])
+def test_auto_runs_on_the_cpu_with_a_warning_when_the_cuda_provider_did_not_load(
+        toy_manifest, cuda_provider_that_fails_to_load, only_onnxruntime, caplog, backend):
+    with caplog.at_level(logging.WARNING, logger="deghost.runtime"):
+        opened = open_backend(toy_manifest, "toy", backend, device="auto")
+    assert (opened.kind, opened.device) == ("onnxruntime", "cpu")
+    assert "toy: this stage runs on the CPU: the CUDA provider of onnxruntime-gpu" in caplog.text
+    if backend == "auto":
+        assert opened.why.endswith("ONNX Runtime's CUDA provider did not load")
+    np.testing.assert_array_equal(opened.run(feeds(1))["doubled"], 2 * feeds(1)["image"])
+
+
+def test_cuda_asked_for_without_a_cuda_provider_names_the_install_that_brings_one(toy_manifest):
+    if has_cuda_provider():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(BackendError) as refused:
+        open_backend(toy_manifest, "toy", "onnxruntime", device="cuda")
+    assert "ONNX Runtime on CUDA requested, but onnxruntime" in str(refused.value)
+    assert "has no CUDA provider" in str(refused.value)
+    assert str(refused.value).endswith(ONNXRUNTIME_GPU_INSTALL)
+
+
+@pytest.mark.gpu
+def test_cuda_asked_for_runs_on_cuda_where_onnxruntime_gpu_loads(toy_manifest):
+    opened = open_backend(toy_manifest, "toy", "onnxruntime", device="cuda")
+    assert (opened.kind, opened.device) == ("onnxruntime", "cuda")
+    given = feeds(3)
+    out = opened.run(given, keep={"doubled"})
+    np.testing.assert_array_equal(out["doubled"].numpy(), 2 * given["image"])
+    np.testing.assert_array_equal(out["next_class"], [1, 2, 3])
+
+
+def test_the_gpu_install_recipe_removes_both_packages_then_installs_the_cuda_12_onnxruntime_gpu():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    assert ONNXRUNTIME_GPU_INSTALL == (
+        'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu>=1.19"')
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "onnxruntime-gpu>=1.19" in extras["gpu"]  # 1.19: the first CUDA 12 build on PyPI
+
+
+def installed(*names: str):
+    """importlib.metadata.version as on a machine where only `names` are installed (all at 1.22.0)."""
+
+    def version(name: str) -> str:
+        if name not in names:
+            raise PackageNotFoundError(name)
+        return "1.22.0"
+
+    return version
+
+
+def test_onnxruntime_and_onnxruntime_gpu_installed_together_are_a_conflict_naming_both():
+    assert ort_backend.install_conflict(installed("onnxruntime")) is None
+    assert ort_backend.install_conflict(installed("onnxruntime-gpu")) is None
+    conflict = ort_backend.install_conflict(installed("onnxruntime", "onnxruntime-gpu"))
+    assert conflict.startswith("onnxruntime 1.22.0 and onnxruntime-gpu 1.22.0 are both installed")
+
+
+def test_an_install_conflict_is_logged_once_per_process_with_both_fixes(toy_manifest, monkeypatch, caplog):
+    monkeypatch.setattr(ort_backend, "install_conflict", lambda: "onnxruntime 1 and onnxruntime-gpu 1 are both here")
+    ort_backend.warn_of_an_install_conflict.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="deghost.runtime"):
+            for _ in range(2):
+                open_backend(toy_manifest, "toy", "onnxruntime", device="cpu")
+    finally:
+        ort_backend.warn_of_an_install_conflict.cache_clear()
+    (record,) = [r for r in caplog.records if "both here" in r.getMessage()]
+    assert ONNXRUNTIME_GPU_INSTALL in record.getMessage()
+    assert "on the CPU pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime" in record.getMessage()
+
+
+# -- auto and a TensorRT plan that is missing or changed since the build ---------------------------------
+
+
+@pytest.fixture
+def tensorrt_on_the_engines_platform(monkeypatch):
+    """TensorRT and the GPU the engine() artifacts were built on (H100), stood in for up to the point where
+    the backend reads the plan file: nothing of TensorRT or CUDA is called before manifest.verify."""
+    from deghost.runtime import backends
+    from deghost.runtime.backends import tensorrt
+
+    monkeypatch.setattr(backends, "tensorrt_unavailable", lambda: None)
+    monkeypatch.setattr(tensorrt, "_libraries", lambda: (None, None))
+    monkeypatch.setattr(tensorrt, "_shared", lambda: tensorrt._Shared(runtime=None, stream=None, platform=H100))
+
+
+@pytest.mark.parametrize(("plan_bytes", "problem"), [(None, "but missing"), (b"changed", "does not match its sha256")])
+def test_auto_falls_back_to_onnxruntime_naming_a_missing_or_changed_plan_and_the_rebuild_command(
+        toy_manifest, only_onnxruntime, tensorrt_on_the_engines_platform, caplog, plan_bytes, problem):
+    plan = toy_manifest.folder / "toy.fp16.plan"
+    plan.write_bytes(b"the plan as built")
+    toy_manifest.put(dataclasses.replace(engine(), kind="tensorrt", precision="fp16", sha256=sha256_of(plan)))
+    if plan_bytes is None:
+        plan.unlink()
+    else:
+        plan.write_bytes(plan_bytes)
+
+    with caplog.at_level(logging.WARNING, logger="deghost.runtime"):
+        opened = open_backend(toy_manifest, "toy", "auto")
+    assert opened.kind == "onnxruntime"
+    (warning,) = [r.getMessage() for r in caplog.records if "toy.fp16.plan" in r.getMessage()]
+    assert warning.startswith("toy: TensorRT engine toy.fp16.plan not used: ")
+    assert f"{plan} " in warning and problem in warning
+    assert f"deghost build --checkpoints DIR --stages toy --out {toy_manifest.folder}" in warning
+    np.testing.assert_array_equal(opened.run(feeds(1))["doubled"], 2 * feeds(1)["image"])
+
+    with pytest.raises(ManifestError, match=problem):  # asked for by name: no fallback
+        open_backend(toy_manifest, "toy", "tensorrt")

@@ -297,9 +297,11 @@ def _auto(manifest: Manifest, stage: str, precision: str, threads: int | None, m
             return opened
         if engine is not None:  # engines were built, yet cannot run here: worth more than an info line
             log.warning("%s: TensorRT engine %s not used: %s", stage, engine.file, not_tensorrt)
-        if device == "cuda" or onnxruntime_has_cuda():
-            opened = _open_onnxruntime(manifest, stage, _or(precision, "fp32"), threads, memory_arena, "cuda")
+        if device == "cuda" or onnxruntime_has_cuda():  # "auto": CUDA, or the CPU with a warning if it fails
+            opened = _open_onnxruntime(manifest, stage, _or(precision, "fp32"), threads, memory_arena, device)
             opened.why = f"no TensorRT engine here ({_short(not_tensorrt)})"
+            if opened.device == "cpu":
+                opened.why += "; ONNX Runtime's CUDA provider did not load"
             return opened
     not_openvino = openvino_unavailable() if precision != "fp16" else "fp16 graphs run on ONNX Runtime"
     if not_openvino is None:
@@ -353,7 +355,10 @@ def choice_table(backends: dict[str, Backend]) -> str:
 
 
 def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> tuple[Backend | None, str]:
-    """(the engine's backend, "") or (None, why not); with `strict`, a refused engine raises its error."""
+    """(the engine's backend, "") or (None, why not); with `strict`, a refused engine raises its error.
+
+    Refused: TensorRT or the GPU missing, an engine built for another platform, a plan file missing or
+    changed since the build (ManifestError), or one TensorRT cannot load."""
     if engine is None:
         return None, "the manifest lists no TensorRT engine for it"
     reason = tensorrt_unavailable()
@@ -365,7 +370,7 @@ def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> t
 
     try:
         return tensorrt.TensorRTBackend(manifest, engine), ""
-    except BackendError as error:
+    except (BackendError, ManifestError) as error:
         if strict:
             raise
         return None, str(error)

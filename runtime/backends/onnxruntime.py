@@ -1,5 +1,9 @@
 """ONNX Runtime backend: one InferenceSession per stage graph, on CUDA where onnxruntime-gpu loads, else CPU.
 
+device "cuda" means CUDA: a session whose CUDA provider did not load is refused (BackendError with the
+fix), where "auto" runs it on the CPU with a warning. onnxruntime and onnxruntime-gpu installed side by
+side (they write the same module) are reported once per process, with the install that fixes it.
+
 On the CPU, `session.run` is already copy-free for contiguous numpy feeds. On CUDA the session runs
 through IO binding, so an output the next stage needs stays on the GPU (a DeviceTensor over the
 OrtValue's memory) and a feed that is such a tensor is bound by its device address, rows included.
@@ -11,19 +15,22 @@ import ctypes
 import functools
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from importlib import metadata
 
 import numpy as np
 import onnxruntime as ort
 
 from deghost.manifest import Artifact, Manifest, build_command
 
+from ..gpu_platform import CUDA_MAJOR, MIN_DRIVER, ONNXRUNTIME_GPU_INSTALL
 from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, check_graph_names, host_feed
 
 log = logging.getLogger("deghost.runtime")
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")  # two packages of the one `onnxruntime` module
 
 
 def has_cuda_provider() -> bool:
@@ -37,11 +44,66 @@ def providers_to_try(device: str = "auto") -> list[str]:
         raise BackendError(f"unknown ONNX Runtime device {device!r}; choose auto, cuda or cpu")
     has_cuda = has_cuda_provider()
     if device == "cuda" and not has_cuda:
-        raise BackendError(
-            "ONNX Runtime on CUDA requested, but this onnxruntime has no CUDA provider; "
-            "pip uninstall onnxruntime && pip install onnxruntime-gpu"
-        )
+        raise BackendError(f"ONNX Runtime on CUDA requested, but {_no_cuda_provider()}")
     return [_CUDA, _CPU] if has_cuda and device != "cpu" else [_CPU]
+
+
+def installed_distributions(version: Callable[[str], str] = metadata.version) -> dict[str, str]:
+    """{distribution: version} of the ONNX Runtime packages installed (onnxruntime, onnxruntime-gpu)."""
+    found = {}
+    for name in _DISTRIBUTIONS:
+        try:
+            found[name] = version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def install_conflict(version: Callable[[str], str] = metadata.version) -> str | None:
+    """A sentence when onnxruntime and onnxruntime-gpu are both installed, else None."""
+    found = installed_distributions(version)
+    if len(found) < len(_DISTRIBUTIONS):
+        return None
+    listed = " and ".join(f"{name} {number}" for name, number in found.items())
+    return (f"{listed} are both installed: they write the same onnxruntime module over each other, so the "
+            "one installed last runs, possibly with the other's files")
+
+
+def gpu_install_problem() -> str | None:
+    """What keeps this install of ONNX Runtime from CUDA, with the fix (a sentence), or None.
+    None does not promise that the CUDA provider loads: that shows when a session opens."""
+    if not has_cuda_provider():
+        return _no_cuda_provider()
+    conflict = install_conflict()
+    return f"{conflict}; keep onnxruntime-gpu alone: {ONNXRUNTIME_GPU_INSTALL}" if conflict else None
+
+
+def _no_cuda_provider() -> str:
+    return (f"onnxruntime {ort.__version__} here has no CUDA provider{_conflict_clause()}; install onnxruntime-gpu "
+            f"alone: {ONNXRUNTIME_GPU_INSTALL}")
+
+
+def _conflict_clause() -> str:
+    conflict = install_conflict()
+    return f" ({conflict})" if conflict else ""
+
+
+@functools.cache
+def warn_of_an_install_conflict() -> None:
+    """Log the install conflict, if any, once per process, with the fix for a CUDA and for a CPU machine."""
+    conflict = install_conflict()
+    if conflict:
+        log.warning("%s; keep one: on a CUDA machine %s, on the CPU pip uninstall -y onnxruntime onnxruntime-gpu "
+                    "&& pip install onnxruntime", conflict, ONNXRUNTIME_GPU_INSTALL)
+
+
+def cuda_not_loaded() -> str:
+    """Why a session requested on CUDA may have come up on the CPU, and what fixes it (a sentence)."""
+    return (f"the CUDA provider of onnxruntime-gpu {ort.__version__} did not load (ONNX Runtime's error above names "
+            f"the library it could not open){_conflict_clause()}: it needs the CUDA {CUDA_MAJOR} and cuDNN 9 "
+            f"libraries (onnxruntime-gpu 1.21 or newer brings them with pip install \"onnxruntime-gpu[cuda,cudnn]\") "
+            f"and an NVIDIA driver {MIN_DRIVER[CUDA_MAJOR]} or newer (nvidia-smi shows it); reinstall with "
+            f"{ONNXRUNTIME_GPU_INSTALL}")
 
 
 @functools.cache
@@ -83,6 +145,7 @@ class OnnxRuntimeBackend(ManifestNames):
         # network pipeline then peaks at 5.8 GB instead of 3.1 GB, and ran no faster (4.6 s per edit
         # either way, 2-core CPU). Off by default; CUDA has its own allocator, untouched by this.
         options.enable_cpu_mem_arena = memory_arena
+        warn_of_an_install_conflict()
         requested = providers_to_try(device)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=requested)
@@ -92,17 +155,18 @@ class OnnxRuntimeBackend(ManifestNames):
                 f"{build_command(manifest.folder, [self.stage])}"
             ) from error
         _return_freed_heap_to_the_os()
-        # A CUDA provider that fails to initialise (CUDA/cuDNN version mismatch) is dropped silently:
-        # the session then runs on the CPU, many times slower, unless we look.
-        active = self.session.get_providers()
-        self.device = "cuda" if _CUDA in active else "cpu"
+        self.device = "cuda" if _CUDA in self.session.get_providers() else "cpu"
         if _CUDA in requested and self.device == "cpu":
-            log.warning(
-                "%s: onnxruntime-gpu is installed but its CUDA provider did not load, so this stage runs on the "
-                "CPU; check that the installed CUDA and cuDNN versions are the ones onnxruntime-gpu %s needs",
-                self.stage, ort.__version__,
-            )
+            self._cuda_fell_back(device)
         self._check_names()
+
+    def _cuda_fell_back(self, device: str) -> None:
+        """A CUDA provider that fails to initialise (CUDA/cuDNN missing or of another version) is dropped
+        silently: the session then runs on the CPU, many times slower. "cuda" refuses that; "auto" warns."""
+        if device == "cuda":
+            self.session = None
+            raise BackendError(f"{self.stage}: ONNX Runtime on CUDA requested, but {cuda_not_loaded()}")
+        log.warning("%s: this stage runs on the CPU: %s", self.stage, cuda_not_loaded())
 
     def _check_names(self) -> None:
         check_graph_names(self.stage, [node.name for node in self.session.get_inputs()],
