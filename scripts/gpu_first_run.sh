@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The first thing to run on a machine with an NVIDIA GPU: everything deghost could not test without one.
 #
-#   pip install -e ".[dev,gpu,tensorrt]"     (after: pip uninstall onnxruntime; see pyproject.toml)
+#   pip install -e ".[dev,gpu,tensorrt]"
+#   pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu>=1.19"
 #   scripts/gpu_first_run.sh [OUT_DIR]      default OUT_DIR: gpu_first_run/
+#
+# The second line matters: onnxruntime is a core dependency, so the gpu extra installs onnxruntime-gpu
+# beside it, and the two write the same module over each other; the onnxruntime step below checks it.
 #
 # Steps (each runs even when an earlier one failed; the summary says which passed):
 #   1. the GPU/TensorRT probe (deghost.runtime.gpu_platform): driver, cuda-python, TensorRT
-#   2. python -m pytest -m "gpu or tensorrt"   (every GPU and TensorRT test; none may be skipped)
-#   3. a TensorRT build of the paper preset (untrained weights, FP16 engines, --require-tensorrt)
-#   4. the 1000-image benchmark on those engines (deghost bench --preset ffhq1024 --images 1000)
+#   2. ONNX Runtime: onnxruntime-gpu alone, with its CUDA provider (else the command that fixes it)
+#   3. python -m pytest -m "gpu or tensorrt"   (every GPU and TensorRT test; none may be skipped)
+#   4. a TensorRT build of the paper preset (untrained weights, FP16 engines, --require-tensorrt)
+#   5. the 1000-image benchmark on those engines (deghost bench --preset ffhq1024 --images 1000)
 # Logs: OUT_DIR/<step>.log. Exit status: the number of failed steps.
 # DRY_RUN=1 prints the commands instead of running them.
 set -u
@@ -34,6 +39,8 @@ step() {  # step NAME COMMAND...
 }
 
 step probe "$PYTHON" -c "from deghost.runtime.gpu_platform import platform; print(platform())"
+step onnxruntime "$PYTHON" -c "import sys; from deghost.runtime.backends.onnxruntime import gpu_install_problem as p; \
+problem = p(); print(problem or 'onnxruntime-gpu alone, with its CUDA provider'); sys.exit(1 if problem else 0)"
 step pytest "$PYTHON" -m pytest -m "gpu or tensorrt" -rs -q
 step build "$PYTHON" -m deghost.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
     --out "$OUT/engines"
@@ -56,5 +63,5 @@ for dist in ("deghost", "tensorrt-cu12", "tensorrt", "cuda-python", "cuda-bindin
 PY
 echo
 echo "== summary (logs in $OUT/)"
-for i in "${!NAMES[@]}"; do printf '%-10s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
+for i in "${!NAMES[@]}"; do printf '%-12s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
 exit "$failed"
