@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deghost.runtime.demo.session import DemoSession, timings_text
+from deghost.runtime.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
 from tests.helpers.demo_engines import demo_engines
 
-ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
+IMAGES = Path(__file__).parent / "data" / "images"
+ASTRONAUT = IMAGES / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,13 @@ def test_old_downloads_are_deleted_and_the_latest_kept(session, edited, monkeypa
     folders = [paths[0].parent for paths in written]
     assert [folder.exists() for folder in folders] == [False, False, True, True]
     assert all(path.is_file() for path in written[-1])
+
+
+def test_the_sample_photos_ship_with_the_package_and_each_name_is_offered_once():
+    bundled = find_samples([BUNDLED_SAMPLES])
+    assert [p.name for p in bundled] == ["astronaut.png", "grace_hopper.jpg"]
+    for path in bundled:  # the test photos, byte for byte, with a notice of where they come from
+        assert path.read_bytes() == (IMAGES / path.name).read_bytes()
+    assert "public domain" in (BUNDLED_SAMPLES / "NOTICE").read_text()
+    assert find_samples([IMAGES, BUNDLED_SAMPLES]) == [IMAGES / "astronaut.png", IMAGES / "grace_hopper.jpg"]
+

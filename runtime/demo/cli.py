@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..backends import BackendError
 from ..cli_options import add_aligned_option, add_backend_options, add_engines_option
-from .session import REPO_SAMPLES, DemoSession, find_samples
+from .session import BUNDLED_SAMPLES, DemoSession, find_samples
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -42,8 +42,8 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, metavar="N", help="port (default: %(default)s)")
     parser.add_argument("--samples", type=Path, nargs="*", default=[], metavar="DIR",
-                        help="folders of sample photos offered beside the upload (default: the repository's "
-                        "tests/data/images, when present)")
+                        help="folders of sample photos offered beside the upload, before the two bundled ones "
+                        "(public-domain portraits: astronaut.png, grace_hopper.jpg)")
     add_backend_options(parser)
     add_aligned_option(parser, "uploads")
     parser.set_defaults(run=run_demo)
@@ -60,7 +60,7 @@ def run_demo(args: argparse.Namespace) -> int:
                              device=args.device)
     except (GradioMissing, ValueError) as error:  # ManifestError is a ValueError
         return _usage_error(str(error))
-    session = DemoSession(pipe, find_samples([*args.samples, REPO_SAMPLES]), aligned=args.aligned)
+    session = DemoSession(pipe, find_samples([*args.samples, BUNDLED_SAMPLES]), aligned=args.aligned)
     try:
         session.prepare()
         if session.banner:

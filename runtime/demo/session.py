@@ -33,7 +33,7 @@ CHOOSABLE_MODES = tuple(mode for mode, _ in VIEW_MODES if mode != "none")  # fus
 DEFAULT_MODES = ("network", "eogi", "poisson")
 OVERLAYS = {"diffcam": "Diff-CAM mask", "face": "face mask"}
 _OVERLAY_COLOURS = {"diffcam": (255, 64, 32), "face": (32, 160, 255)}
-REPO_SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "images"  # in a source checkout
+BUNDLED_SAMPLES = Path(__file__).resolve().parent / "samples"  # two public-domain photos, in the wheel too
 KEEP_DOWNLOADS = 32  # clicks whose PNGs stay on disk; older ones are deleted (Gradio has served its copy)
 
 
@@ -176,12 +176,14 @@ def timings_text(view: DemoEdit) -> str:
 
 
 def find_samples(folders: Sequence[Path]) -> list[Path]:
-    """The sample photos offered beside the upload: image files of the given folders, by name."""
-    found = []
+    """The sample photos offered beside the upload: image files of the given folders, by name; a file
+    name already offered by an earlier folder is not offered again (the menu shows names)."""
+    found: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
-            found += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return found
+            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+                found.setdefault(path.name, path)
+    return list(found.values())
 
 
 def _overlay(image: np.ndarray, masks: list[tuple[str, np.ndarray]]) -> np.ndarray:
