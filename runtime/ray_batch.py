@@ -29,6 +29,7 @@ from tqdm import tqdm
 from deghost.manifest import Manifest
 
 from .backends import BackendError
+from .directions import DEFAULT_ALPHA
 from .folder import (
     FaceOptions,
     FolderReport,
@@ -127,7 +128,7 @@ def run_folder_ray(
     inputs: Sequence[Path],
     out_dir: str | Path,
     attribute: str | Sequence[str] = "smile",
-    alpha: float | Sequence[float] = 20.0,
+    alpha: float | Sequence[float] = DEFAULT_ALPHA,
     suppress: str = "network",
     batch: int = 1,
     overwrite: bool = False,
