@@ -3,11 +3,14 @@ on the tiny untrained engines through the real pipeline."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from deghost.runtime.demo.attributes import DIRECTIONS_FOLDER, EXTRA_LABEL
 from deghost.runtime.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
@@ -113,4 +116,69 @@ def test_the_sample_photos_ship_with_the_package_and_each_name_is_offered_once()
         assert path.read_bytes() == (IMAGES / path.name).read_bytes()
     assert "public domain" in (BUNDLED_SAMPLES / "NOTICE").read_text()
     assert find_samples([IMAGES, BUNDLED_SAMPLES]) == [IMAGES / "astronaut.png", IMAGES / "grace_hopper.jpg"]
+
+
+# -- the attributes: the manifest's, and direction files of the engines folder it does not list ------------
+
+def _engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
+    """`engines` in `folder`: its manifest (without directions unless `directions`) and directions/ copied,
+    its graphs linked."""
+    manifest = json.loads((engines / "manifest.json").read_text())
+    if directions:
+        shutil.copytree(engines / DIRECTIONS_FOLDER, folder / DIRECTIONS_FOLDER)
+    else:
+        manifest["directions"] = {}
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for artifact in manifest["artifacts"]:
+        (folder / artifact["file"]).symlink_to(engines / artifact["file"])
+    return folder
+
+
+def test_the_direction_files_folder_is_the_builds():
+    from deghost.export.sources import DIRECTIONS_FOLDER as BUILD_DIRECTIONS
+
+    assert DIRECTIONS_FOLDER == BUILD_DIRECTIONS
+
+
+@pytest.fixture(scope="module")
+def extra_session(request, tmp_path_factory):
+    """The tiny engines plus directions/glasses.npy (usable, not in the manifest) and directions/broken.npy
+    (the wrong shape), edited as aligned crops."""
+    folder = _engines_copy(demo_engines(request), tmp_path_factory.mktemp("extra") / "engines")
+    pipe = Pipeline.load(folder, backend="onnxruntime", device="cpu")
+    shape = (pipe.preset.n_latent, pipe.preset.style_dim)
+    np.save(folder / DIRECTIONS_FOLDER / "glasses.npy", np.random.default_rng(3).standard_normal(shape))
+    np.save(folder / DIRECTIONS_FOLDER / "broken.npy", np.ones((3, 7)))
+    demo = DemoSession(pipe, aligned=True)
+    yield demo
+    demo.close()
+
+
+def test_direction_files_the_manifest_does_not_list_are_offered_after_the_paper_attributes(extra_session):
+    glasses = EXTRA_LABEL.format(name="glasses")
+    assert extra_session.attribute_choices == [("smile", "smile"), ("age", "age"), ("beard", "beard"),
+                                               ("bushy_eyebrows", "bushy_eyebrows"),
+                                               (glasses, "directions/glasses.npy")]
+    assert len(extra_session.notes) == 1 and extra_session.notes[0].startswith("broken.npy is not offered")
+    assert "(3, 7)" in extra_session.notes[0]
+
+
+def test_an_unlisted_direction_file_edits_like_a_manifest_attribute(extra_session, photo):
+    view = extra_session.edit(photo, "directions/glasses.npy", 20.0, [], name="astronaut")
+    assert view.label == "glasses+20" and set(view.crops) == {"none"}
+    side = extra_session.pipe.preset.image_size
+    assert view.crops["none"].shape == (side, side, 3)
+    assert not np.array_equal(view.crops["none"], view.original)  # the direction changed the face
+
+
+def test_without_any_direction_the_command_exits_2_saying_how_to_build_them(request, tmp_path, capsys):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
+    from deghost.cli import main
+
+    folder = _engines_copy(demo_engines(request), tmp_path / "engines", directions=False)
+    assert main(["demo", "--engines", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert "lists no editing direction" in error and str(folder / "manifest.json") in error
+    assert "deghost build --checkpoints DIR --stages generator" in error
 

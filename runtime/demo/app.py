@@ -60,8 +60,8 @@ def build_app(session: DemoSession):
                 upload = gr.File(label="photo (PNG, JPEG, WebP, BMP or TIFF)", type="filepath", elem_id="upload")
                 sample = gr.Dropdown(samples, value=samples[0][1] if samples else None, elem_id="sample",
                                      label="or a sample photo (used when nothing is uploaded)")
-                attribute = gr.Radio(attributes, value="smile" if "smile" in attributes else attributes[0],
-                                     label="attribute", elem_id="attribute")
+                attribute = gr.Radio(session.attribute_choices, label="attribute", elem_id="attribute",
+                                     value="smile" if "smile" in attributes else attributes[0])
                 alpha = gr.Slider(-ALPHA_LIMIT, ALPHA_LIMIT, value=DEFAULT_ALPHA, step=1, elem_id="alpha",
                                   label="α: edit strength (negative: the opposite direction)")
                 titles = dict(VIEW_MODES)

@@ -1,6 +1,7 @@
 """`deghost demo`: serve the web demo on this machine (Gradio, offline).
 
-Exit codes: 0 served until stopped, 2 usage or configuration error (no Gradio, no engines, bad option).
+Exit codes: 0 served until stopped, 2 usage or configuration error (no Gradio, no engines, no editing
+direction, bad option).
 """
 
 from __future__ import annotations
@@ -58,13 +59,13 @@ def run_demo(args: argparse.Namespace) -> int:
         import_gradio()  # before the models load: the missing extra is the first thing to hear about
         pipe = Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
                              device=args.device)
-    except (GradioMissing, ValueError) as error:  # ManifestError is a ValueError
+        session = DemoSession(pipe, find_samples([*args.samples, BUNDLED_SAMPLES]), aligned=args.aligned)
+    except (GradioMissing, ValueError) as error:  # ManifestError and NoAttributesError are ValueErrors
         return _usage_error(str(error))
-    session = DemoSession(pipe, find_samples([*args.samples, BUNDLED_SAMPLES]), aligned=args.aligned)
     try:
         session.prepare()
-        if session.banner:
-            print(f"deghost demo: NOTE: {session.banner}", file=sys.stderr)
+        for note in ([session.banner] if session.banner else []) + session.notes:
+            print(f"deghost demo: NOTE: {note}", file=sys.stderr)
         launch(build_app(session), args.host, args.port)
     except (ValueError, BackendError, OSError) as error:  # OSError: the port is taken
         return _usage_error(str(error))

@@ -1,6 +1,6 @@
 """The demo's work without Gradio: one shared Pipeline, the edit of an uploaded photo, the views to show.
 
-    session = DemoSession(Pipeline.load("engines/"))
+    session = DemoSession(Pipeline.load("engines/"))   # NoAttributesError when the folder has no direction
     view = session.edit(photo_rgb, attribute="smile", alpha=20.0, modes=["network", "eogi", "poisson"])
     panels = session.panels(view, overlays=["diffcam"])   # Figure 2: original | fused | EOGI | ours | Poisson
 
@@ -25,6 +25,7 @@ import numpy as np
 from ..grid import make_grid
 from ..images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from ..pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from .attributes import attribute_choices
 
 # Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.
 VIEW_MODES = (("none", "fused"), ("eogi", "EOGI"), ("network", "ours"), ("poisson", "Poisson"))
@@ -61,6 +62,8 @@ class DemoSession:
     """The one pipeline every request uses, and what the page needs from it."""
 
     def __init__(self, pipe: Pipeline, samples: Sequence[Path] = (), aligned: bool = False):
+        choices, self.notes = attribute_choices(pipe)  # NoAttributesError before anything is made
+        self._choices = {choice.key: choice for choice in choices}
         self.pipe, self.samples, self.aligned = pipe, list(samples), aligned
         self._lock = threading.Lock()
         self._downloads = Path(tempfile.mkdtemp(prefix="deghost-demo-"))
@@ -72,7 +75,13 @@ class DemoSession:
 
     @property
     def attributes(self) -> list[str]:
-        return self.pipe.attributes
+        """The keys `edit` takes: the manifest's attributes, then directions/<file>.npy of unlisted files."""
+        return list(self._choices)
+
+    @property
+    def attribute_choices(self) -> list[tuple[str, str]]:
+        """(label, key) per attribute, for the page."""
+        return [(choice.label, key) for key, choice in self._choices.items()]
 
     @property
     def photo_path(self) -> bool:
@@ -102,12 +111,12 @@ class DemoSession:
 
         Raises ImageError (bad pixels, no face) or ValueError (unknown attribute or mode) with a message
         fit for the page."""
-        if attribute not in self.attributes:
+        if attribute not in self._choices:
             raise ValueError(f"unknown attribute {attribute!r}; choose one of {', '.join(self.attributes)}")
         modes = ["none", *dict.fromkeys(m for m in modes if m != "none")]
         with self._lock:
             started = time.perf_counter()
-            result, photos, found = self._edit(photo, attribute, float(alpha), modes, faces)
+            result, photos, found = self._edit(photo, self._choices[attribute].source, float(alpha), modes, faces)
             seconds = time.perf_counter() - started
         side = self.pipe.preset.image_size
         mask = result.mask[0, 0]
