@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deghost.runtime.backends import BackendError
 from deghost.runtime.demo.attributes import DIRECTIONS_FOLDER, EXTRA_LABEL
 from deghost.runtime.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.runtime.images import ImageError, read_image
@@ -182,3 +183,32 @@ def test_without_any_direction_the_command_exits_2_saying_how_to_build_them(requ
     assert "lists no editing direction" in error and str(folder / "manifest.json") in error
     assert "deghost build --checkpoints DIR --stages generator" in error
 
+
+# -- a failure on the server's side: said in the page's status, and the next click works -------------------
+
+def _click(app, *inputs) -> str:
+    """The page's status after one click of Edit (the run handler's last update), as Gradio would show it."""
+    run = next(fn for fn in app.fns.values() if fn.name == "on_run")
+    updates = list(run.fn(*inputs))
+    return next(value for component, value in updates[-1].items() if component.elem_id == "status")
+
+
+def test_a_backend_failure_is_shown_in_the_status_and_the_demo_keeps_serving(session, monkeypatch):
+    pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
+    from deghost.runtime.demo.app import build_app
+
+    app = build_app(session)
+    inputs = (None, str(ASTRONAUT), "smile", 20.0, ["network"], [], "all")
+    opened = session.pipe.backend
+
+    def failing(stage):
+        if stage == "generator":
+            raise BackendError("generator: out of device memory (injected)")
+        return opened(stage)
+
+    monkeypatch.setattr(session.pipe, "backend", failing)
+    status = _click(app, *inputs)
+    assert "the edit failed on the server (generator: out of device memory (injected))" in status
+    assert "still serves" in status and status.startswith("**⚠")
+    monkeypatch.undo()
+    assert _click(app, *inputs).startswith("done: smile+20")

@@ -20,6 +20,7 @@ from .session import (
     DemoEdit,
     DemoSession,
     result_mode,
+    server_failure,
     timings_text,
 )
 
@@ -98,15 +99,24 @@ def build_app(session: DemoSession):
                    **{v: None for v in views[1:]}, result: None, timings: "", download: None}
             try:
                 view = session.edit(photo, attribute_name, alpha_value, chosen_modes, _stem(path), which_faces)
-            except (ImageError, ValueError) as error:
+                view.warnings[:0] = warnings
+                files = [str(p) for p in session.downloads(view)]
+            except (ImageError, ValueError) as error:  # the photo's or the request's: the person can fix it
                 yield {status: _error(str(error)), views[0]: photo, edited: None}
                 return
-            view.warnings[:0] = warnings
+            except Exception as error:  # the server's (a backend, memory, the disk): said on the page, serving on
+                yield {status: _error(server_failure(error)), views[0]: photo, edited: None}
+                return
             yield {status: _done(view), **_views(view, chosen_overlays), result: view.photos[result_mode(view)],
-                   timings: timings_text(view), download: [str(p) for p in session.downloads(view)], edited: view}
+                   timings: timings_text(view), download: files, edited: view}
 
         def on_overlays(view: DemoEdit | None, chosen_overlays):
-            return _views(view, chosen_overlays) if view is not None else {v: gr.skip() for v in views}
+            if view is None:
+                return {v: gr.skip() for v in views}
+            try:
+                return _views(view, chosen_overlays)
+            except Exception as error:  # the face mask runs the face parser: a backend failure is the server's
+                raise gr.Error(server_failure(error)) from None
 
         def _views(view: DemoEdit, chosen_overlays) -> dict:
             return {v: image for v, (_, image) in zip(views, session.panels(view, chosen_overlays), strict=True)}

@@ -11,6 +11,7 @@ time, since the pipeline opens stages lazily and the stages use every core anywa
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import tempfile
 import threading
@@ -36,6 +37,11 @@ OVERLAYS = {"diffcam": "Diff-CAM mask", "face": "face mask"}
 _OVERLAY_COLOURS = {"diffcam": (255, 64, 32), "face": (32, 160, 255)}
 BUNDLED_SAMPLES = Path(__file__).resolve().parent / "samples"  # two public-domain photos, in the wheel too
 KEEP_DOWNLOADS = 32  # clicks whose PNGs stay on disk; older ones are deleted (Gradio has served its copy)
+SERVER_FAILURE = ("the edit failed on the server ({error}); the demo still serves: try again, or with fewer modes "
+                  "or a smaller photo, and if it keeps failing see the server's log")
+FAILURE_DETAIL = 300  # characters of the error shown on the page; the log has all of it
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -182,6 +188,16 @@ def timings_text(view: DemoEdit) -> str:
     stages += [(k, view.timings_ms[k]) for k in (BLEND, GLUE) if k in view.timings_ms]
     parts = " · ".join(f"{name} {ms:.0f} ms" for name, ms in stages)
     return f"{parts} · total {view.seconds:.2f} s"
+
+
+def server_failure(error: BaseException) -> str:
+    """The page's message for an edit that failed on the server's side (a backend error, memory, the disk),
+    logged with its traceback; the person's own mistakes (ImageError, ValueError) have their own messages."""
+    log.error("an edit failed: %s", error, exc_info=error)
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if len(detail) > FAILURE_DETAIL:
+        detail = detail[:FAILURE_DETAIL] + "…"
+    return SERVER_FAILURE.format(error=detail)
 
 
 def find_samples(folders: Sequence[Path]) -> list[Path]:
