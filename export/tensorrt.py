@@ -4,7 +4,8 @@
   ONNX, so the FP32 islands chosen in `export/fp16.py` are kept exactly. TensorRT 11 is always
   strongly typed and has no FP16 builder flag.
 - TensorRT 10 alternative (`fp16-builder-flag`): the FP32 ONNX with `BuilderFlag.FP16`; the same
-  islands are pinned to FP32 by layer precision constraints.
+  islands are pinned to FP32 by layer precision constraints (matched by node name: a network in which
+  none of them is found is refused, and the record counts the layers pinned).
 - FP32 stays FP32: TensorRT computes FP32 layers in TF32 by default; the TF32 flag is cleared, so
   the FP32 islands (attention, demodulation) and FP32 engines get IEEE FP32 matrix maths.
 - One optimisation profile over the batch (min, opt, max), a workspace limit, and a timing cache
@@ -27,6 +28,7 @@ import numpy as np
 
 from deghost.files import atomic_write_bytes
 from deghost.runtime import gpu_platform
+from deghost.runtime.backends.tensorrt import as_engine_input, tensor_dtype
 from deghost.runtime.gpu_platform import GPUUnavailable, Platform
 from deghost.stages import Stage
 
@@ -74,8 +76,9 @@ def _parse(builder, onnx_path: Path, network_mode: str, logger):
     return network, parser  # the parser owns weights the network refers to: keep it alive
 
 
-def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> list[str]:
-    """FP16 builder-flag path: keep the layers that `export/fp16.py` keeps in FP32 in FP32 here too."""
+def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> tuple[list[str], set[str]]:
+    """FP16 builder-flag path: keep the layers that `export/fp16.py` keeps in FP32 in FP32 here too.
+    Returns (the layers pinned, the island node names)."""
     import onnx
 
     from deghost.presets import get_preset
@@ -84,7 +87,23 @@ def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> list[str]:
 
     image_size = get_preset(read_metadata(onnx_path).get("deghost.preset", "ffhq1024")).image_size
     islands = fp32_island_names(onnx.load(str(onnx_path)), stage, image_size)
-    return pin_float_layers(network, islands, gpu_platform.tensorrt())
+    check_islands_found(stage, islands, network)
+    return pin_float_layers(network, islands, gpu_platform.tensorrt()), islands
+
+
+def check_islands_found(stage: str, islands: set[str], network) -> None:
+    """TensorRTError when the stage has FP32 islands but none of them is a layer of `network`.
+
+    Layers are matched to ONNX nodes by name; a parser that named them otherwise would leave every
+    island to the FP16 builder flag, and the FP32 the graph needs would silently be lost.
+    """
+    layers = {network.get_layer(index).name for index in range(network.num_layers)}
+    if islands and not islands & layers:
+        raise TensorRTError(
+            f"{stage}: none of the {len(islands)} nodes export/fp16.py keeps in FP32 is a layer of the TensorRT "
+            "network (the ONNX parser named the layers otherwise), so the FP16 builder flag would run them in "
+            "FP16; build strongly typed instead (leave out --fp16-builder-flag)"
+        )
 
 
 def pin_float_layers(network, names: set[str], trt) -> list[str]:
@@ -156,7 +175,7 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     if network_mode == FP16_BUILDER_FLAG:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = _pin_fp32_islands(network, onnx_path, stage.name)
+        pinned, islands = _pin_fp32_islands(network, onnx_path, stage.name)
     profile = builder.create_optimization_profile()
     for spec in stage.inputs:
         profile.set_shape(spec.name, *(spec.concrete_shape(b) for b in batch))
@@ -174,14 +193,17 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     validation = validate_engine(plan, stage, reference_onnx or onnx_path, (batch[0], batch[2]))
     validation["network"] = network_mode
     validation["tf32"] = not tf32_flag  # True only where this TensorRT offers no TF32 flag to clear
-    if network_mode == FP16_BUILDER_FLAG:
-        validation["fp32_layers"] = len(pinned)  # 0 would mean the ONNX parser renamed the layers
+    if network_mode == FP16_BUILDER_FLAG:  # layers pinned to FP32, of the FP32 island nodes (integer ones stay)
+        validation["fp32_layers"], validation["fp32_islands"] = len(pinned), len(islands)
     atomic_write_bytes(target, plan)
     return validation
 
 
 def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a serialised engine once with cuda-python buffers on one stream; outputs as numpy arrays."""
+    """Run a serialised engine once with cuda-python buffers on one stream; outputs as numpy arrays.
+
+    Feeds are cast to the engine's input dtypes (as the runtime backend casts them). Every buffer and
+    the stream are released, a failed release raising only when the run itself succeeded."""
     trt, cudart = gpu_platform.tensorrt(), gpu_platform.cudart()
     engine = trt.Runtime(gpu_platform.tensorrt_logger()).deserialize_cuda_engine(plan)
     if engine is None:
@@ -192,33 +214,39 @@ def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
     stream = gpu_platform.call(cudart.cudaStreamCreate, what="cudaStreamCreate")
     pointers: dict[str, int] = {}
     try:
-        hosts = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
-        for name, array in hosts.items():
-            if not context.set_input_shape(name, array.shape):
-                raise TensorRTError(f"the engine refuses shape {array.shape} for '{name}' (outside its profile)")
-            pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(array.nbytes, 1), what="cudaMalloc")
-            gpu_platform.call(cudart.cudaMemcpyAsync, pointers[name], array.ctypes.data, array.nbytes,
-                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, what=f"upload of {name}")
-        outputs = {}
-        for index in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(index)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-                outputs[name] = np.empty(tuple(context.get_tensor_shape(name)), dtype)
-                pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(outputs[name].nbytes, 1), what="cudaMalloc")
-        for name, pointer in pointers.items():
-            context.set_tensor_address(name, pointer)
-        if not context.execute_async_v3(int(stream)):
-            raise TensorRTError("TensorRT failed to run the engine (execute_async_v3 returned False)")
-        for name, array in outputs.items():
-            gpu_platform.call(cudart.cudaMemcpyAsync, array.ctypes.data, pointers[name], array.nbytes,
-                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream, what=f"download of {name}")
-        gpu_platform.call(cudart.cudaStreamSynchronize, stream, what="cudaStreamSynchronize")
-        return outputs
+        outputs = _run_once(trt, cudart, engine, context, stream, feeds, pointers)
     finally:
-        for pointer in pointers.values():
-            cudart.cudaFree(pointer)
-        cudart.cudaStreamDestroy(stream)
+        failure = gpu_platform.release(pointers.values(), stream)
+    if failure:
+        raise TensorRTError(f"the engine ran, but releasing its GPU memory failed: {failure}")
+    return outputs
+
+
+def _run_once(trt, cudart, engine, context, stream, feeds: dict[str, np.ndarray],
+              pointers: dict[str, int]) -> dict[str, np.ndarray]:
+    """Upload `feeds`, execute, download the outputs; every device buffer is recorded in `pointers`."""
+    hosts = {name: as_engine_input(array, tensor_dtype(trt, engine, name)) for name, array in feeds.items()}
+    for name, array in hosts.items():
+        if not context.set_input_shape(name, array.shape):
+            raise TensorRTError(f"the engine refuses shape {array.shape} for '{name}' (outside its profile)")
+        pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(array.nbytes, 1), what="cudaMalloc")
+        gpu_platform.call(cudart.cudaMemcpyAsync, pointers[name], array.ctypes.data, array.nbytes,
+                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, what=f"upload of {name}")
+    outputs = {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+            outputs[name] = np.empty(tuple(context.get_tensor_shape(name)), tensor_dtype(trt, engine, name))
+            pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(outputs[name].nbytes, 1), what="cudaMalloc")
+    for name, pointer in pointers.items():
+        context.set_tensor_address(name, pointer)
+    if not context.execute_async_v3(int(stream)):
+        raise TensorRTError("TensorRT failed to run the engine (execute_async_v3 returned False)")
+    for name, array in outputs.items():
+        gpu_platform.call(cudart.cudaMemcpyAsync, array.ctypes.data, pointers[name], array.nbytes,
+                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream, what=f"download of {name}")
+    gpu_platform.call(cudart.cudaStreamSynchronize, stream, what="cudaStreamSynchronize")
+    return outputs
 
 
 def validate_engine(plan: bytes, stage: Stage, reference_onnx: Path, batches: Sequence[int]) -> dict:

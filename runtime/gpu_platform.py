@@ -14,6 +14,7 @@ process makes several). `tensorrt` and `cuda` are imported on first use only.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CUDA_MAJOR = 12  # of the tensorrt-cu12 and onnxruntime-gpu wheels; cuda-python is pinned to it
@@ -102,6 +103,25 @@ def call(function, *args, what: str):
             raise GPUUnavailable(driver_message(_bindings_major(), f"{what}: {error}")) from error
         raise
     return check(result, what)
+
+
+def release(pointers: Iterable[int], stream=None) -> str | None:
+    """cudaFree every pointer, then destroy `stream` when one is given: all of them, even after a failure.
+    Returns None, or the first failure as a sentence (CUDA reports an earlier asynchronous error, such as
+    an illegal address in a kernel, at the next call: then every call here fails with it)."""
+    runtime = cudart()
+    calls = [(runtime.cudaFree, pointer, "cudaFree") for pointer in pointers]
+    if stream is not None:
+        calls.append((runtime.cudaStreamDestroy, stream, "cudaStreamDestroy"))
+    failures = []
+    for function, argument, what in calls:
+        try:
+            call(function, argument, what=what)
+        except GPUUnavailable as error:
+            failures.append(str(error))
+    if not failures:
+        return None
+    return failures[0] + (f" (and {len(failures) - 1} more failed release(s))" if len(failures) > 1 else "")
 
 
 @functools.lru_cache(maxsize=1)

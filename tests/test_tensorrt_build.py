@@ -8,7 +8,15 @@ import pytest
 
 from deghost.export.build import BuildOptions, build
 from deghost.export.fp16 import FP16_BOUNDS, convert_stage
-from deghost.export.tensorrt import STRONGLY_TYPED, build_engine, environment_info
+from deghost.export.onnx_export import compare, example_inputs, onnxruntime_session, run_onnxruntime, worst
+from deghost.export.tensorrt import (
+    FP16_BUILDER_FLAG,
+    STRONGLY_TYPED,
+    TensorRTError,
+    build_engine,
+    environment_info,
+    run_engine,
+)
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
 from deghost.runtime.gpu_platform import tensorrt_logger
@@ -52,3 +60,27 @@ def test_build_records_the_engine_with_its_tensorrt_version_and_gpu_and_skips_it
     logged.clear()
     build(options, log=logged.append)
     assert "face_parser tensorrt fp16: unchanged, skipped" in logged
+
+
+def test_fp16_builder_flag_pins_the_fp32_islands_and_the_engine_stays_within_the_recorded_bound(tiny_onnx_dir,
+                                                                                                  tmp_path):
+    """TensorRT 10's alternative to strong typing: the FP32 ONNX, BuilderFlag.FP16 and the islands pinned to
+    FP32 under OBEY_PRECISION_CONSTRAINTS. TensorRT 11 has no such flag, and the build must say so."""
+    import tensorrt as trt
+
+    stage = stage_table(get_preset("tiny"))["suppressor"]  # attention (PAM/CAM): FP32 islands
+    fp32 = tiny_onnx_dir / "suppressor.onnx"
+    build = dict(stage=stage, target=tmp_path / "suppressor.fp16.plan", batch=(1, 2, 3),
+                 network_mode=FP16_BUILDER_FLAG, workspace_gb=1, timing_cache=tmp_path / "timing.cache")
+    if not hasattr(trt.BuilderFlag, "FP16"):
+        with pytest.raises(TensorRTError, match="has no FP16 builder flag"):
+            build_engine(fp32, **build)
+        return
+    validation = build_engine(fp32, **build)
+    assert validation["network"] == FP16_BUILDER_FLAG
+    assert validation["fp32_layers"] > 0 and validation["fp32_islands"] >= 1
+    assert validation["bound"] == FP16_BOUNDS["suppressor"] and validation["worst"] <= validation["bound"]
+    # The plan as written, on inputs the build's validation did not see, against ONNX Runtime on the CPU.
+    feeds = example_inputs(stage, 2, seed=11)
+    got = run_engine((tmp_path / "suppressor.fp16.plan").read_bytes(), feeds)
+    assert worst(compare(stage, run_onnxruntime(onnxruntime_session(fp32), feeds), got)) <= FP16_BOUNDS["suppressor"]

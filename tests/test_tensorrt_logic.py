@@ -8,16 +8,20 @@ driver. The real builds are in test_tensorrt_build.py (marked tensorrt).
 
 from __future__ import annotations
 
+import ctypes
 import re
 import sys
 from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from deghost.export.tensorrt import pin_float_layers, use_timing_cache
+from deghost.export.tensorrt import TensorRTError, check_islands_found, pin_float_layers, run_engine, use_timing_cache
 from deghost.runtime import gpu_platform
+from deghost.runtime.backends import BackendError
+from deghost.runtime.backends.tensorrt import TensorRTBackend
 from deghost.runtime.gpu_platform import GPUUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +70,14 @@ def test_only_island_layers_whose_outputs_are_all_float_are_pinned_to_fp32():
         assert layers[name].precision == "f32" and layers[name].set_types == {0: "f32"}
     for name in ("shape_of_w", "gather_dims", "argmax_labels", "topk", "conv_outside"):
         assert layers[name].precision is None and layers[name].set_types == {}
+
+
+def test_a_stage_with_fp32_islands_none_of_which_the_network_has_is_refused():
+    network = FakeNetwork(FakeLayer("/conv/Conv", "f16"), FakeLayer("/PAM/Softmax", "f16"))
+    check_islands_found("suppressor", {"/PAM/Softmax", "/PAM/MatMul"}, network)  # found: pinned, no error
+    check_islands_found("encoder", set(), network)  # nothing to keep in FP32
+    with pytest.raises(TensorRTError, match=r"suppressor: none of the 2 nodes .*\(leave out --fp16-builder-flag\)"):
+        check_islands_found("suppressor", {"PAM.softmax", "PAM.matmul"}, network)  # renamed by the parser
 
 
 class FakeConfig:
@@ -189,3 +201,141 @@ def test_the_gpu_probe_names_the_device_and_its_compute_capability():
         if torch.cuda.is_available():  # an independent reading of the same device
             assert name == torch.cuda.get_device_name(0)
             assert capability == "{}.{}".format(*torch.cuda.get_device_capability(0))
+
+
+# -- run_engine and buffer release, on a stand-in GPU whose device memory is host memory ----------------
+
+
+class FakeDevice:
+    """cuda-python's runtime calls on host memory: cudaMalloc hands out numpy buffers, copies are memmove.
+    `failing` names calls that return cudaErrorNoDevice (as CUDA's sticky errors make every call fail)."""
+
+    cudaError_t = FakeError
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def __init__(self, failing: tuple[str, ...] = ()):
+        self.memory: dict[int, np.ndarray] = {}
+        self.freed, self.destroyed, self.failing = [], [], failing
+
+    def _result(self, call: str, *values):
+        return (FakeError.cudaErrorNoDevice if call in self.failing else FakeError.cudaSuccess, *values)
+
+    def cudaGetErrorString(self, error):
+        return FakeError.cudaSuccess, error.name.encode()
+
+    def cudaStreamCreate(self):
+        return self._result("cudaStreamCreate", 7)
+
+    def cudaMalloc(self, nbytes: int):
+        buffer = np.zeros(nbytes, np.uint8)
+        self.memory[buffer.ctypes.data] = buffer
+        return self._result("cudaMalloc", buffer.ctypes.data)
+
+    def cudaMemcpyAsync(self, destination: int, source: int, nbytes: int, kind, stream):
+        ctypes.memmove(destination, source, nbytes)
+        return self._result("cudaMemcpyAsync")
+
+    def cudaStreamSynchronize(self, stream):
+        return self._result("cudaStreamSynchronize")
+
+    def cudaFree(self, pointer: int):
+        self.freed.append(pointer)
+        return self._result("cudaFree")
+
+    def cudaStreamDestroy(self, stream):
+        self.destroyed.append(stream)
+        return self._result("cudaStreamDestroy")
+
+
+def host_view(pointer: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    count = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_char * count).from_address(pointer), dtype).reshape(shape)
+
+
+class DoublingEngine:
+    """An FP16 engine: input "x" float16 [B,3], output "y" float32 [B,3] = 2·x, read from device addresses."""
+
+    num_io_tensors = 2
+    dtypes = {"x": np.float16, "y": np.float32}
+
+    def __init__(self, runs: bool = True):
+        self.runs, self.shapes, self.addresses = runs, {}, {}
+
+    def get_tensor_name(self, index: int) -> str:
+        return "xy"[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "output" if name == "y" else "input"
+
+    def get_tensor_dtype(self, name: str):
+        return self.dtypes[name]
+
+    def create_execution_context(self):
+        return self
+
+    def set_input_shape(self, name: str, shape) -> bool:
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes["x"]
+
+    def set_tensor_address(self, name: str, pointer: int) -> None:
+        self.addresses[name] = pointer
+
+    def execute_async_v3(self, stream: int) -> bool:
+        x = host_view(self.addresses["x"], self.shapes["x"], np.float16)
+        host_view(self.addresses["y"], self.shapes["x"], np.float32)[:] = 2 * x.astype(np.float32)
+        return self.runs
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """run_engine's TensorRT and cuda-python, stood in for: returns (the device, the engine) it will use."""
+    device, engine = FakeDevice(), DoublingEngine()
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(OUTPUT="output"), nptype=lambda dtype: dtype,
+                          Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda plan: engine))
+    monkeypatch.setattr(gpu_platform, "tensorrt", lambda: trt)
+    monkeypatch.setattr(gpu_platform, "tensorrt_logger", lambda: None)
+    monkeypatch.setattr(gpu_platform, "cudart", lambda: device)
+    return device, engine
+
+
+def test_run_engine_feeds_each_input_in_the_engines_dtype_and_releases_every_buffer_and_its_stream(fake_gpu):
+    device, _ = fake_gpu
+    x = np.arange(6, dtype=np.float64).reshape(2, 3) / 4  # float64 in; exact in float16
+    outputs = run_engine(b"plan", {"x": x})
+    np.testing.assert_array_equal(outputs["y"], 2 * x)
+    assert outputs["y"].dtype == np.float32
+    assert sorted(device.freed) == sorted(device.memory) and len(device.freed) == 2
+    assert device.destroyed == [7]
+
+
+def test_a_failed_release_after_a_good_run_is_an_error_naming_the_call(fake_gpu):
+    device, _ = fake_gpu
+    device.failing = ("cudaFree",)
+    wanted = r"releasing its GPU memory failed: CUDA error in cudaFree: .* \(and 1 more failed release\(s\)\)$"
+    with pytest.raises(TensorRTError, match=wanted):
+        run_engine(b"plan", {"x": np.ones((1, 3), np.float16)})
+    assert len(device.freed) == 2 and device.destroyed == [7]  # every release was tried
+
+
+def test_a_failed_run_reports_its_own_error_and_still_releases_everything(fake_gpu):
+    device, engine = fake_gpu
+    engine.runs, device.failing = False, ("cudaFree", "cudaStreamDestroy")
+    with pytest.raises(TensorRTError, match="execute_async_v3 returned False"):
+        run_engine(b"plan", {"x": np.ones((1, 3), np.float16)})
+    assert len(device.freed) == 2 and device.destroyed == [7]
+
+
+def test_closing_a_backend_frees_its_buffers_and_reports_a_failed_free(monkeypatch):
+    device = FakeDevice(failing=("cudaFree",))
+    monkeypatch.setattr(gpu_platform, "cudart", lambda: device)
+    backend = TensorRTBackend.__new__(TensorRTBackend)  # what __init__ leaves, without a GPU
+    backend.stage, backend._buffers = "suppressor", {"image": 0x1000, "output": 0x2000}
+    with pytest.raises(BackendError, match="suppressor: freeing the engine's GPU buffers failed: CUDA error in cudaF"):
+        backend.close()
+    assert device.freed == [0x1000, 0x2000] and device.destroyed == []  # the shared stream stays
+    assert backend._buffers == {}
+    backend.close()  # twice: nothing left to free
+    assert device.freed == [0x1000, 0x2000]

@@ -55,6 +55,17 @@ def _gpu_key(name: str | None) -> str:
     return " ".join((name or "").lower().split())
 
 
+def tensor_dtype(trt, engine, name: str) -> np.dtype:
+    """The numpy dtype of the engine's input or output tensor `name`."""
+    return np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+
+
+def as_engine_input(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A host feed as the engine reads it: C-contiguous, in the input tensor's dtype (copied only when it must be).
+    The engine reads raw bytes: a float32 feed of a float16 input, uncast, would be read as other numbers."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
 def _libraries():
     """(tensorrt, cudart), imported once; GPUUnavailable when either is missing."""
     return gpu_platform.tensorrt(), gpu_platform.cudart()
@@ -125,14 +136,22 @@ class TensorRTBackend(ManifestNames):
                                "(out of GPU memory? see the TensorRT log above)")
         missing = [name for name in self.input_names + self.output_names if name not in self._engine_tensors()]
         if missing:
-            raise BackendError(f"{self.stage}: engine {path} has no tensors {missing}; rebuild the stage")
-        self.dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                       for name in self.input_names + self.output_names}
+            raise BackendError(f"{self.stage}: engine {path} has no tensors {missing}; rebuild it: "
+                               f"{build_command(manifest.folder, [self.stage])}")
+        self.dtypes = {name: tensor_dtype(trt, self.engine, name) for name in self.input_names + self.output_names}
         # Output shapes at the profile's largest inputs size the output buffers once for all batches.
         for name in self.input_names:
             self._set_input_shape(name, self.engine.get_tensor_profile_shape(name, 0)[2])
         self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_names[0], 0)[2][0])
         self._buffers: dict[str, int] = {}
+        try:
+            self._allocate(cudart)
+        except BackendError:
+            gpu_platform.release(self._buffers.values())  # the allocation's own error is the one to report
+            raise
+
+    def _allocate(self, cudart) -> None:
+        """One device buffer per tensor, at its shape under the profile's largest inputs (set above)."""
         for name in self.input_names + self.output_names:
             shape = self.context.get_tensor_shape(name)
             nbytes = int(np.prod(tuple(shape), dtype=np.int64)) * self.dtypes[name].itemsize
@@ -157,7 +176,7 @@ class TensorRTBackend(ManifestNames):
             if isinstance(value, DeviceTensor) and np.dtype(value.dtype) == self.dtypes[info.name]:
                 self._copy_rows(value, self._buffers[info.name])
             else:
-                array = np.ascontiguousarray(host_feed(value, info), dtype=self.dtypes[info.name])
+                array = as_engine_input(host_feed(value, info), self.dtypes[info.name])
                 staged.append(array)
                 _check(cudart.cudaMemcpyAsync(self._buffers[info.name], array.ctypes.data, array.nbytes,
                                               cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream),
@@ -197,8 +216,10 @@ class TensorRTBackend(ManifestNames):
         return array
 
     def close(self) -> None:
-        _, cudart = _libraries()
-        for pointer in self._buffers.values():
-            cudart.cudaFree(pointer)
+        """Free this stage's buffers (outputs kept as DeviceTensors die with them). The stream is every
+        stage's (`_shared`), so it stays; CUDA releases it when the process ends."""
+        failure = gpu_platform.release(self._buffers.values())
         self._buffers = {}
         self.context = self.engine = None
+        if failure:
+            raise BackendError(f"{self.stage}: freeing the engine's GPU buffers failed: {failure}")
