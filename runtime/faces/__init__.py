@@ -15,11 +15,12 @@ import numpy as np
 
 from ..images import ImageError, check_rgb_uint8
 from .align import align_face
-from .detector import FaceDetector
+from .detector import FaceDetector, iou
 from .landmarks import FaceLandmarker, alignment_points
 from .paste import paste_into
 
 MIN_FACE = 40  # px: the default smallest face (box side) edited; smaller ones have too few pixels to edit
+SAME_FACE_IOU = 0.5  # two meshes whose extents overlap more than this are one face
 FaceChoice = str | int  # "all", "largest" or the index of one face (left to right)
 
 
@@ -57,7 +58,7 @@ class FaceFinder:
         not there."""
         check_rgb_uint8(rgb, "find faces: photo")
         found = []
-        for detection in self.detector.detect(rgb):
+        for detection in self.detector.detect(rgb, min_face):
             if detection.size < min_face:
                 continue
             landmarks = self.landmarker.landmarks(rgb, detection)
@@ -68,9 +69,20 @@ class FaceFinder:
             raise NoFaceError(f"no face of at least {min_face:g} px found in the {width}x{height} photo; "
                               "use a photo with a visible frontal face, a smaller --min-face, or --aligned for "
                               "an already aligned face crop")
-        found.sort(key=lambda pair: pair[0].box[0])
+        found = sorted(_distinct(found), key=lambda pair: pair[0].box[0])
         chosen = _choose(found, faces)
         return [Face(box=d.box, score=d.score, landmarks=lm, **_aligned(rgb, lm, side)) for d, lm in chosen]
+
+
+def _distinct(found: list) -> list:
+    """(detection, landmarks) pairs less those whose mesh is a better-scoring pair's face again: the
+    detector can box one face twice (face and whole head) and both meshes then settle on that face."""
+    kept: list = []
+    for detection, landmarks in sorted(found, key=lambda pair: -pair[0].score):
+        box = np.concatenate([landmarks.min(0), landmarks.max(0)])
+        if all(iou(box, np.concatenate([other.min(0), other.max(0)])[None])[0] <= SAME_FACE_IOU for _, other in kept):
+            kept.append((detection, landmarks))
+    return kept
 
 
 def _aligned(rgb: np.ndarray, landmarks: np.ndarray, side: int) -> dict:
