@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import linalg as scipy_linalg
 
 from deghost.runtime.images import write_image
 from deghost.training.evaluation import evaluate, weights
@@ -119,3 +120,45 @@ def test_eval_refuses_folders_without_any_pair(tmp_path, capsys):
     write_image(tmp_path / "references" / "b.png", np.zeros((32, 32, 3), np.uint8))
     assert run_eval("--outputs", tmp_path / "outputs", "--references", tmp_path / "references") == 1
     assert "no image in" in capsys.readouterr().err
+
+
+class ChannelStatistics(torch.nn.Module):
+    """A 4-d stand-in for the FID Inception (same call: RGB [B,3,H,W] in [0,1] → features [B,D]): the mean of
+    each channel and the mean of red × green. Not Inception: this checks the path from files to FID."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        red_green = (images[:, 0] * images[:, 1]).mean(dim=(1, 2))
+        return torch.cat([images.mean(dim=(2, 3)), red_green[:, None]], dim=1)
+
+
+def test_eval_gives_the_frechet_distance_of_the_features_of_the_image_files(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    outputs, references = tmp_path / "outputs", tmp_path / "references"
+    pairs = []
+    for index in range(8):  # more images than feature dimensions: full-rank covariances
+        reference = rng.integers(0, 200, (16, 16, 3), dtype=np.uint8)
+        output = np.clip(reference.astype(int) + rng.integers(0, 56, (1, 1, 3)), 0, 255).astype(np.uint8)
+        write_image(outputs / f"{index}.png", output)
+        write_image(references / f"{index}.png", reference)
+        pairs.append((output, reference))
+    extractor = tmp_path / "extractor.pth"
+    extractor.write_bytes(b"stands in for pt_inception")
+    monkeypatch.setattr(weights, "load_fid_inception", lambda path, spec: ChannelStatistics())
+    assert run_eval("--outputs", outputs, "--references", references, "--out", tmp_path / "results",
+                    "--fid-inception", extractor) == 0
+
+    def features(rgb: np.ndarray) -> np.ndarray:
+        unit = rgb.astype(np.float64) / 255
+        return np.append(unit.mean(axis=(0, 1)), (unit[..., 0] * unit[..., 1]).mean())
+
+    def statistics(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        stacked = np.stack(rows)
+        centred = stacked - stacked.mean(axis=0)
+        return stacked.mean(axis=0), centred.T @ centred / (len(rows) - 1)
+
+    (mu1, sigma1), (mu2, sigma2) = (statistics([features(pair[side]) for pair in pairs]) for side in (0, 1))
+    by_hand = (mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1 + sigma2 - 2 * scipy_linalg.sqrtm(sigma1 @ sigma2).real)
+    fid_row = read_csv(tmp_path / "results" / "table2_fid.csv")[0]
+    assert fid_row["n"] == "8"
+    assert float(fid_row["fid"]) == pytest.approx(by_hand, rel=1e-4)
+    assert by_hand > 1e-3  # the outputs are brighter: a distance, not rounding
