@@ -104,10 +104,11 @@ def _choose(found: list, faces: FaceChoice) -> list:
 
 
 def paste_faces(photo: np.ndarray, edited: list[np.ndarray], faces: list[Face]) -> np.ndarray:
-    """A copy of photo with each edited crop uint8 [S,S,3] pasted back into its face, in order."""
+    """A copy of photo with each edited crop uint8 [S,S,3] (the edit of that face's `crop`) pasted back
+    into its face, in order: the photo changes only by what each edit changed."""
     if len(edited) != len(faces):
         raise ValueError(f"{len(edited)} edited crops for {len(faces)} faces")
     out = photo.copy()
     for crop, face in zip(edited, faces, strict=True):
-        paste_into(out, crop, face.transform, face.landmarks)
+        paste_into(out, crop, face.crop, face.transform, face.landmarks)
     return out

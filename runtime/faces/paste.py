@@ -1,4 +1,14 @@
-"""Paste-back: an edited aligned crop warped into the photo and blended inside the face region.
+"""Paste-back: what an edit changed in the aligned crop, warped into the photo inside the face region.
+
+The photo is changed by mask · warp(edited − aligned): the edit's change of the aligned crop it was
+given, resampled to the photo, where the crop itself would be resampled twice (photo → crop → photo).
+An identity edit so returns the photo bit for bit, and a face larger than the crop keeps its own
+detail wherever the edit left it alone. Measured, identity edit (align → no change → paste), |Δ| inside
+the mask in 8-bit levels, mean / 99th percentile / max: at 1024² astronaut.png 0.34 / 3 / 12 and
+grace_hopper.jpg 0.81 / 6 / 43 when the warped crop replaced the photo, 0 / 0 / 0 now; at 256² (the
+face larger than the crop) 1.43 / 11 / 67 and 3.42 / 23 / 123 before, 0 now. The trade-off: where the
+edit does change the face, the photo's detail finer than the crop's resolution stays under the change
+(those same replace-paste differences: negligible when the face is not larger than the crop side).
 
 The region is the convex hull of the 468 mesh landmarks grown by REGION_GROW of the face size
 (forehead, hairline, chin and beard are inside), further limited to the crop square, and feathered
@@ -6,8 +16,9 @@ with a Gaussian of FEATHER × face size. Pixels where that mask is 0 are the inp
 
 Feathering rather than cv2.seamlessClone: seamlessClone solves for the region's colours from its border,
 so even an identity edit comes back tinted. Measured (identity edit, align → paste, mean |Δ| inside the
-mask, 8-bit levels): astronaut.png 0.34 feathered vs 5.9 seamlessClone, grace_hopper.jpg 0.80 vs 8.7.
-The suppress modes already match the edit's colours to the face; the paste only needs a seam-free edge.
+mask, 8-bit levels): astronaut.png 0.34 feathered (replacing, 0 residual) vs 5.9 seamlessClone,
+grace_hopper.jpg 0.80 vs 8.7. The suppress modes already match the edit's colours to the face; the paste
+only needs a seam-free edge.
 """
 
 from __future__ import annotations
@@ -49,26 +60,31 @@ def face_region(landmarks: np.ndarray, transform: np.ndarray, side: int, shape: 
     return (int(x0), int(y0), int(x1), int(y1)), mask
 
 
-def paste_back(photo: np.ndarray, edited: np.ndarray, transform: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """photo uint8 [H,W,3], edited uint8 [S,S,3] (the aligned crop after the edit) → a new photo with the
-    edit blended into the face region; every pixel outside it equals `photo`'s."""
+def paste_back(photo: np.ndarray, edited: np.ndarray, aligned: np.ndarray, transform: np.ndarray,
+               landmarks: np.ndarray) -> np.ndarray:
+    """photo uint8 [H,W,3]; edited uint8 [S,S,3] the edit of `aligned`, the face's aligned crop → a new
+    photo with the edit's change blended into the face region; every pixel outside it equals `photo`'s."""
     out = photo.copy()
-    paste_into(out, edited, transform, landmarks)
+    paste_into(out, edited, aligned, transform, landmarks)
     return out
 
 
-def paste_into(photo: np.ndarray, edited: np.ndarray, transform: np.ndarray, landmarks: np.ndarray) -> None:
+def paste_into(photo: np.ndarray, edited: np.ndarray, aligned: np.ndarray, transform: np.ndarray,
+               landmarks: np.ndarray) -> None:
     """`paste_back` in place (several faces are pasted one after another into one copy)."""
+    if edited.shape != aligned.shape:
+        raise ValueError(f"the edited crop {edited.shape} and the aligned crop it edits {aligned.shape} differ in "
+                         "shape; paste the edit of the face's own crop (Face.crop)")
     side = edited.shape[0]
     (x0, y0, x1, y1), mask = face_region(landmarks, transform, side, photo.shape[:2])
     if mask.size == 0 or not mask.any():
         return
-    warped = cv2.warpAffine(edited, _shifted(transform, x0, y0), (x1 - x0, y1 - y0),
+    change = edited.astype(np.float32) - aligned  # zero wherever the edit left the crop alone
+    warped = cv2.warpAffine(change, _shifted(transform, x0, y0), (x1 - x0, y1 - y0),
                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     region = photo[y0:y1, x0:x1]
     inside = mask > 0
-    m = mask[inside][:, None]
-    blended = region[inside] + m * (warped[inside].astype(np.float32) - region[inside])
+    blended = region[inside] + mask[inside][:, None] * warped[inside]
     region[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
