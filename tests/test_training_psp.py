@@ -20,7 +20,7 @@ from deghost.training.psp_config import PSPConfig
 from deghost.training.psp_losses import IdentityLoss, w_norm_loss
 from deghost.training.ranger import Ranger
 from deghost.training.resume import load_checkpoint
-from deghost.training.train_psp import FaceFolder, train_psp
+from deghost.training.train_psp import train_psp
 from tests.helpers.metric_weights import accepting, write_alexnet_file, write_lpips_linear_file
 from tests.helpers.reference import load_reference
 
@@ -137,19 +137,6 @@ def test_ranger_early_steps_are_bias_corrected_momentum_centralised_then_looked_
     m2 = 0.95 * 0.05 * centred + 0.05 * centred
     fast = -0.1 * centred - 0.1 * m2 / (1 - 0.95**2)
     torch.testing.assert_close(matrix.detach(), 0 + 0.5 * (fast - 0))  # look-ahead from the start (0)
-
-
-def test_unreadable_images_are_skipped_and_listed(tmp_path):
-    photo = read_image(ASTRONAUT).rgb
-    write_image(tmp_path / "a.png", photo)
-    import cv2
-
-    cv2.imwrite(str(tmp_path / "grey.png"), photo[:300, :200, 0])  # grey and not square: converted, cropped
-    (tmp_path / "broken.png").write_bytes(b"not an image")
-    folder = FaceFolder(tmp_path, flip=False, seed=0, progress=False)
-    assert [p.name for p in folder.files] == ["a.png", "grey.png"]
-    assert [Path(s["source"]).name for s in folder.skipped] == ["broken.png"]
-    assert folder[1].shape == (3, 256, 256)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -270,32 +270,17 @@ class PairDataset(Dataset):
         return {name: _to_tensor(image) for name, image in zip(("image", "fused", "target"), images, strict=True)}
 
 
-class ImageFolderDataset(Dataset):
-    """Images under a folder, center-cropped and resized to `size`: float32 [3,size,size] in [-1,1]."""
-
-    def __init__(self, folder: str | Path, size: int):
-        self.files = list_images(folder)
-        if not self.files:
-            raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, key: int) -> torch.Tensor:
-        return _to_tensor(square_image(read_image(self.files[key % len(self.files)]).rgb, self.size))
-
-
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """RGB uint8 [H,W,3] → float32 [3,H,W] in [-1,1]."""
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 class CheckedImageFolder(Dataset):
-    """Training images under a folder, each decoded once up front: files that cannot be read are
-    skipped and listed (`skipped`: {"source", "reason"}), the others are used as the pipeline's
-    `to_model_input` rule sizes them — center-cropped to a square, then resized to `size` (INTER_AREA
-    when shrinking, INTER_CUBIC when enlarging); grey and 16-bit files are converted by `read_image`.
+    """The training images of `deghost train stylegan2`, `psp` and `diffcam`: the files under a folder,
+    each decoded once up front. Files that cannot be read are skipped and listed (`skipped`:
+    {"source", "reason"}); the others are used as the pipeline's `to_model_input` rule sizes them —
+    center-cropped to a square, then resized to `size` (INTER_AREA when shrinking, INTER_CUBIC when
+    enlarging); grey and 16-bit files are converted by `read_image`.
 
     Item `key` is image `key % len(self)`, x-flipped when `flip` and a draw seeded by (seed, key)
     says so. Returns float32 [3,size,size] in [-1,1].
@@ -305,15 +290,13 @@ class CheckedImageFolder(Dataset):
         self.size, self.flip, self.seed = size, flip, seed
         self.files: list[Path] = []
         self.skipped: list[dict] = []
-        self.resized = 0
         for path in tqdm(list_images(folder), desc="checking images", unit="image", disable=not progress):
             try:
-                shape = read_image(path).rgb.shape
+                read_image(path)
             except Exception as error:  # noqa: BLE001 — OpenCV raises cv2.error too: one bad file never stops the run
                 self.skipped.append({"source": str(path), "reason": str(error)})
                 continue
             self.files.append(path)
-            self.resized += shape[:2] != (size, size)
         if not self.files:
             raise DatasetError(f"no readable images ({', '.join(IMAGE_SUFFIXES)}) under {folder}"
                                + (f"; {len(self.skipped)} files could not be read" if self.skipped else ""))
@@ -326,3 +309,12 @@ class CheckedImageFolder(Dataset):
         if self.flip and np.random.default_rng([self.seed, key]).random() < 0.5:
             image = image[:, ::-1]
         return _to_tensor(image)
+
+
+def report_skipped(dataset: CheckedImageFolder, run: str | Path) -> None:
+    """Write the files the dataset left out into <run>/skipped.json (an empty list when none) and say how many."""
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "skipped.json").write_text(json.dumps(dataset.skipped, indent=1) + "\n", encoding="utf-8")
+    if dataset.skipped:
+        print(f"{len(dataset.skipped)} unreadable images skipped, listed in {run / 'skipped.json'}")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .config import DiffCamConfig
-from .data import ImageFolderDataset
+from .data import CheckedImageFolder, report_skipped
 from .loop import RunLog, batch_stream, check_finite
 from .models.diffcam import DiffCam
 from .models.psp import add_latent_avg
@@ -74,7 +74,9 @@ def _train(config, encoder, generator, directions, classes, classifier, context)
     parts = {"model": classifier, "optimizer": optimizer, "scheduler": scheduler}
     start, last = resume_or_seed(config, parts, context)
     ddp_classifier = distributed.wrap(classifier, context)
-    dataset = ImageFolderDataset(config.data, generator.size)
+    dataset = CheckedImageFolder(config.data, generator.size, progress=context.is_main)
+    if context.is_main:
+        report_skipped(dataset, run)
     end = min(config.iterations, config.stop_at or config.iterations)
     log = RunLog(run / "log.csv", ("step", "lr", "loss", "accuracy"), start, config.iterations, context.is_main)
     batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)

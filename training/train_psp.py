@@ -17,22 +17,17 @@ checkpoint, so `load_psp` and `deghost build --checkpoints` take it unchanged.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from deghost.presets import get_preset
-from deghost.runtime.images import ImageError, read_image
 
 from . import checkpoints, distributed
-from .data import DatasetError, list_images, square_image
+from .data import CheckedImageFolder, report_skipped
 from .loop import RunLog, batch_stream, check_finite, write_sample_grid
 from .models.psp import INPUT_SIZE, PSPEncoder, add_latent_avg
 from .psp_config import ARCFACE_FILE, ARCFACE_URL, PSPConfig
@@ -69,35 +64,6 @@ def check_config(config: PSPConfig) -> None:
     get_preset(config.preset)
     if problems:
         raise ValueError("invalid training configuration:\n  " + "\n  ".join(problems))
-
-
-class FaceFolder(Dataset):
-    """The readable images of a folder at 256² (center crop, area resize), flipped by (seed, key).
-
-    Every file is decoded once up front: the unreadable ones are left out and listed in `skipped`
-    (one bad file never stops the run). Item `key` is image `key % len`, as the batch stream expects.
-    """
-
-    def __init__(self, folder: str | Path, flip: bool, seed: int, progress: bool = True):
-        self.files, self.skipped = [], []
-        for path in tqdm(list_images(folder), desc="checking images", unit="image", disable=not progress):
-            try:
-                read_image(path)
-                self.files.append(path)
-            except ImageError as error:
-                self.skipped.append({"source": str(path), "reason": str(error)})
-        if not self.files:
-            raise DatasetError(f"no readable images under {folder} ({len(self.skipped)} skipped)")
-        self.flip, self.seed = flip, seed
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, key: int) -> Tensor:
-        rgb = square_image(read_image(self.files[key % len(self.files)]).rgb, INPUT_SIZE)
-        if self.flip and np.random.default_rng([self.seed, key]).random() < 0.5:
-            rgb = rgb[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 class PSPModel(nn.Module):
@@ -207,12 +173,9 @@ def train_psp(config: PSPConfig) -> Path:
 
 def _train(config: PSPConfig, context) -> Path:
     run = Path(config.out)
-    dataset = FaceFolder(config.data, config.flip, config.seed, progress=context.is_main)
+    dataset = CheckedImageFolder(config.data, INPUT_SIZE, config.flip, config.seed, progress=context.is_main)
     if context.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "skipped.json").write_text(json.dumps(dataset.skipped, indent=1) + "\n", encoding="utf-8")
-        if dataset.skipped:
-            print(f"{len(dataset.skipped)} unreadable images skipped (listed in {run / 'skipped.json'})")
+        report_skipped(dataset, run)
     arcface, identity, lpips = load_losses(config, context)
     model = build_model(config, arcface).to(context.device).train()
     parameters = model.encoder.parameters()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 from . import distributed
 from .ada import AdaptiveProbability, augment
 from .config import StyleGAN2Config
-from .data import CheckedImageFolder
+from .data import CheckedImageFolder, report_skipped
 from .loop import RunLog, batch_stream, check_finite, write_sample_grid
 from .losses import discriminator_loss, generator_adversarial_loss, r1_penalty
 from .models.stylegan2 import Discriminator, Generator
@@ -159,10 +158,8 @@ def train_stylegan2(config: StyleGAN2Config) -> Path:
 def _train(config: StyleGAN2Config, context: distributed.Context) -> Path:
     run, device = Path(config.out), context.device
     dataset = CheckedImageFolder(config.data, config.size, config.flip, config.seed, progress=context.is_main)
-    if context.is_main and dataset.skipped:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "skipped.json").write_text(json.dumps(dataset.skipped, indent=1) + "\n", encoding="utf-8")
-        print(f"{len(dataset.skipped)} unreadable images skipped, listed in {run / 'skipped.json'}")
+    if context.is_main:
+        report_skipped(dataset, run)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         g = Generator(config.size, channel_multiplier=config.channel_multiplier,
