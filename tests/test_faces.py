@@ -13,6 +13,7 @@ from deghost.runtime.faces import FaceFinder, NoFaceError, paste_faces
 from deghost.runtime.faces.align import align_face, ffhq_quad, quad_transform
 from deghost.runtime.faces.detector import FACE_IN_INPUT, INPUT_SIDE, TILE_EDGE, pyramid, ssd_anchors, weighted_nms
 from deghost.runtime.faces.landmarks import alignment_points
+from deghost.runtime.faces.models import FaceModel
 from deghost.runtime.images import ImageError, read_image
 
 IMAGES = Path(__file__).parent / "data" / "images"
@@ -336,3 +337,12 @@ def test_alignment_of_a_border_face_marks_the_crop_as_padded():
     assert align_face(rgb, points, 256).padded
     centred = tuple(p + 70 for p in points)
     assert not align_face(np.zeros((600, 600, 3), np.uint8), centred, 256).padded
+
+
+def test_a_missing_face_model_says_how_to_get_it_back_installed_and_in_a_checkout(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        FaceModel(tmp_path / "face_detector.onnx")
+    message = str(info.value)
+    assert "pip install --force-reinstall deghost" in message
+    converter = Path(__file__).resolve().parent.parent / "runtime" / "faces" / "models" / "convert_mediapipe.py"
+    assert converter.is_file() and str(converter.relative_to(converter.parents[3])) in message

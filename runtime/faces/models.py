@@ -1,5 +1,5 @@
 """The two bundled face models (MediaPipe BlazeFace short range and face mesh, Apache-2.0, converted to
-ONNX by models/convert_mediapipe.py) opened on ONNX Runtime's CPU provider.
+ONNX by CONVERTER, a source-checkout script the wheel does not ship) opened on ONNX Runtime's CPU provider.
 
 They are small (0.4 MB + 2.4 MB, a few ms per run), so they stay on the CPU whatever backend the
 editing stages use: a GPU round trip would cost more than the run.
@@ -15,6 +15,8 @@ import onnxruntime as ort
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DETECTOR_FILE = MODEL_DIR / "face_detector.onnx"  # [1,128,128,3] in [-1,1] → regressors [1,896,16], scores
 LANDMARKS_FILE = MODEL_DIR / "face_landmarks.onnx"  # [1,192,192,3] in [0,1] → [1,1,1,1404], presence logit
+CHECKOUT_DIR = "runtime/faces/models"  # MODEL_DIR as a source checkout names it
+CONVERTER = f"{CHECKOUT_DIR}/convert_mediapipe.py"  # in a source checkout only; the wheel does not ship it
 
 
 class FaceModel:
@@ -23,8 +25,9 @@ class FaceModel:
     def __init__(self, path: Path):
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} is missing: the face models ship with deghost; reinstall it, or regenerate them with "
-                f"{MODEL_DIR / 'convert_mediapipe.py'}"
+                f"{path} is missing: the face models ship with deghost. Installed as a package: reinstall it "
+                f"(pip install --force-reinstall deghost). In a source checkout: restore it (git checkout -- {CHECKOUT_DIR}/) "
+                f"or regenerate the models with {CONVERTER} (its docstring says how)."
             )
         options = ort.SessionOptions()
         # One thread whatever the editing stages use: these graphs run 1-2 ms, too short for a thread pool
