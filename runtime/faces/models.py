@@ -26,8 +26,8 @@ class FaceModel:
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: the face models ship with deghost. Installed as a package: reinstall it "
-                f"(pip install --force-reinstall deghost). In a source checkout: restore it (git checkout -- {CHECKOUT_DIR}/) "
-                f"or regenerate the models with {CONVERTER} (its docstring says how)."
+                "(pip install --force-reinstall deghost). In a source checkout: restore it "
+                f"(git checkout -- {CHECKOUT_DIR}/) or regenerate the models with {CONVERTER} (its docstring says how)."
             )
         options = ort.SessionOptions()
         # One thread whatever the editing stages use: these graphs run 1-2 ms, too short for a thread pool
