@@ -202,3 +202,28 @@ def test_edit_photo_gives_faces_crops_and_one_pasted_photo_per_edit(shared_pipe)
     assert {"faces", "paste"} <= set(result.result.timings_ms)
     with pytest.raises(NoFaceError):
         shared_pipe.edit_photo(np.zeros((200, 200, 3), np.uint8))
+
+
+def test_a_file_whose_decoding_raises_anything_else_fails_alone_naming_the_error_and_the_run_goes_on(
+        deghost_edit, tmp_path):
+    from deghost.runtime import folder
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("face.png", "crashes.png"):  # both valid images: only the decoder stand-in below tells them apart
+        cv2.imwrite(str(inputs / name), cv2.cvtColor(read_image(ASTRONAUT).rgb[::2, ::2], cv2.COLOR_RGB2BGR))
+    real = folder.read_image
+
+    def read_image_that_crashes_on_one_file(path):
+        if Path(path).name == "crashes.png":
+            raise RuntimeError("decoder crashed")  # not an ImageError: the catch-all branch
+        return real(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folder, "read_image", read_image_that_crashes_on_one_file)
+        code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none",
+                                       "--batch", "2")
+    assert code == cli.EXIT_SOME_FAILED
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
+    assert f"failed: {inputs / 'crashes.png'}: could not be read (RuntimeError: decoder crashed)" in stdout
+    assert "1 file(s) written, 1 failed" in stdout
