@@ -30,10 +30,6 @@ TRANSLATE_MAX = 0.125
 LUMA_AXIS = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3)
 
 
-def _rows(values: Tensor, context: distributed.Context) -> Tensor:
-    return values[context.rank :: context.world_size]
-
-
 def augment(images: Tensor, p: float, generator: torch.Generator, context: distributed.Context) -> Tensor:
     """images [b,3,H,W] in [-1,1] (this process's rows of a global batch of b·N) → augmented, same shape."""
     if p <= 0:
@@ -41,13 +37,13 @@ def augment(images: Tensor, p: float, generator: torch.Generator, context: distr
     total = len(images) * context.world_size
 
     def chosen() -> Tensor:
-        return _rows(torch.rand(total, generator=generator) < p, context)
+        return distributed.own_rows(torch.rand(total, generator=generator) < p, context)
 
     def uniform(*shape) -> Tensor:
-        return _rows(torch.rand(total, *shape, generator=generator), context)
+        return distributed.own_rows(torch.rand(total, *shape, generator=generator), context)
 
     def normal() -> Tensor:
-        return _rows(torch.randn(total, generator=generator), context)
+        return distributed.own_rows(torch.randn(total, generator=generator), context)
 
     # Draw every parameter, used or not, in a fixed order: the stream does not depend on p's draws.
     flip, flip_on = uniform() < 0.5, chosen()

@@ -68,6 +68,13 @@ def batch_stream(dataset: Dataset, batch_size: int, context: distributed.Context
         epoch, offset = epoch + 1, 0
 
 
+def step_stream(seed: int, step: int, purpose: int = 0) -> torch.Generator:
+    """The random stream of one purpose at one step, the same in every process and in a resumed run: per-sample
+    draws are made from it for the global batch, each process keeping its rows (distributed.own_rows)."""
+    value = np.random.SeedSequence([seed, step, purpose]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(value))
+
+
 def mixed_precision(enabled: bool, device: torch.device):
     """bfloat16 autocast on CUDA GPUs that support it; a no-op context elsewhere."""
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():

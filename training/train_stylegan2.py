@@ -27,7 +27,6 @@ import copy
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +34,7 @@ from . import distributed
 from .ada import AdaptiveProbability, augment
 from .config import StyleGAN2Config
 from .data import CheckedImageFolder, report_skipped
-from .loop import RunLog, batch_stream, check_finite, write_sample_grid
+from .loop import RunLog, batch_stream, check_finite, step_stream, write_sample_grid
 from .losses import discriminator_loss, generator_adversarial_loss, r1_penalty
 from .models.stylegan2 import Discriminator, Generator
 from .resume import resume_or_seed, write_checkpoint
@@ -81,8 +80,7 @@ class RegularisationState:
 
 def step_generator(seed: int, step: int, purpose: str) -> torch.Generator:
     """The random stream of one purpose at one step: the same in every process and in a resumed run."""
-    value = np.random.SeedSequence([seed, step, PURPOSES.index(purpose)]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(value))
+    return step_stream(seed, step, PURPOSES.index(purpose))
 
 
 def draw_latents(generator: Generator, global_batch: int, mixing: float, stream: torch.Generator,
@@ -92,9 +90,9 @@ def draw_latents(generator: Generator, global_batch: int, mixing: float, stream:
     z = torch.randn(2 if mix else 1, global_batch, generator.style_dim, generator=stream)
     crossover = int(torch.randint(1, generator.n_latent, (), generator=stream)) if mix else generator.n_latent
     noises = [torch.randn(global_batch, *buffer.shape[1:], generator=stream) for buffer in generator.noise_buffers()]
-    rows = slice(context.rank, None, context.world_size)
     device = context.device
-    return z[:, rows].to(device), crossover, [noise[rows].to(device) for noise in noises]
+    noises = [distributed.own_rows(noise, context).to(device) for noise in noises]
+    return distributed.own_rows(z, context, dim=1).to(device), crossover, noises
 
 
 def adam(parameters, config: StyleGAN2Config, every: int) -> torch.optim.Adam:
@@ -223,7 +221,7 @@ def _train(config: StyleGAN2Config, context: distributed.Context) -> Path:
         if step % config.g_reg_every == 0:
             stream = step_generator(config.seed, step, "path")
             fake, wplus = ddp_g(*draw_latents(g, path_batch, config.mixing, stream, context))
-            noise = torch.randn(path_batch, *fake.shape[1:], generator=stream)[context.rank :: context.world_size]
+            noise = distributed.own_rows(torch.randn(path_batch, *fake.shape[1:], generator=stream), context)
             noise = noise.to(device) / math.sqrt(fake.shape[2] * fake.shape[3])
             (gradient,) = torch.autograd.grad((fake * noise).sum(), wplus, create_graph=True)
             lengths = gradient.square().sum(2).mean(1).sqrt()
