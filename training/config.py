@@ -81,7 +81,8 @@ class DiffCamConfig(RunControl):
     data: str = _option("", "folder of aligned face images (inverted by the frozen pSp encoder)", required=True)
     out: str = _option("runs/diffcam", "run folder: checkpoints/, log.csv")
     iterations: int = _option(100_000, "optimizer steps of the whole run")
-    batch_size: int = _option(8, "images per step, each edited with one random direction")
+    batch_size: int = _option(8, "images per step and process, each edited with one random direction; the global "
+                              "batch is this × the process count")
     alpha: float = _option(DEFAULT_ALPHA, "edit strength α: w + α·n̂ (n̂ = direction / ‖direction‖_F)")
     lr: float = _option(1e-4, "Adam learning rate at the start of each cosine cycle")
     betas: tuple[float, float] = _option((0.9, 0.99), "Adam β1 β2")
@@ -89,7 +90,7 @@ class DiffCamConfig(RunControl):
     restart_mult: int = _option(1, "each cosine cycle is this many times longer than the previous")
     encoder_size: int = _option(256, "pSp input side (images are area-downsampled to it)")
     mask_size: int = _option(256, "Diff-CAM input side (generator outputs are area-downsampled to it)")
-    seed: int = _option(0, "seed of the data order, the directions drawn and dropout")
+    seed: int = _option(0, "seed of the data order, the directions drawn and a new classifier's weights")
 
 
 @dataclass

@@ -4,6 +4,10 @@ For each image I: w = E(I) (pSp, frozen), one random direction c of the N given,
 T = G(w + α·n̂_c) (generator frozen); the classifier learns c from shared(T₂₅₆) − shared(I'₂₅₆)
 with N-way cross-entropy. Adam 1e-4 (0.9, 0.99), cosine annealing with warm restarts. The CAM of
 the trained classifier is the editing mask (DESIGN §1).
+
+Under torchrun, N processes with batch b equal one with batch N·b: the directions are drawn for the
+global batch from a stream seeded by (seed, step), each process keeping its rows, and the classifier's
+BatchNorm uses the global batch's statistics (distributed.wrap).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torch import Tensor, nn
 from . import distributed
 from .config import DiffCamConfig
 from .data import CheckedImageFolder, report_skipped
-from .loop import RunLog, batch_stream, check_finite
+from .loop import RunLog, batch_stream, check_finite, step_stream
 from .models.diffcam import DiffCam
 from .models.psp import add_latent_avg
 from .resume import atomic_save, resume_or_seed, write_checkpoint
@@ -82,7 +86,7 @@ def _train(config, encoder, generator, directions, classes, classifier, context)
     batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
     for step in range(start, end):
         images = next(batches).to(device, non_blocking=True)
-        drawn = torch.randint(len(classes), (len(images),), device=device)
+        drawn = draw_directions(len(classes), config.batch_size, config.seed, step, context)
         recon, edit = edit_pairs(encoder, generator, directions[drawn], images, config)
         logits = ddp_classifier(recon, edit)
         loss = F.cross_entropy(logits, labels[drawn])
@@ -99,6 +103,12 @@ def _train(config, encoder, generator, directions, classes, classifier, context)
     if context.is_main:
         atomic_save(classifier.state_dict(), run / WEIGHTS_FILE)
     return last
+
+
+def draw_directions(count: int, batch_size: int, seed: int, step: int, context: distributed.Context) -> Tensor:
+    """Which of `count` directions edits each of this process's `batch_size` images at `step` (indices [b])."""
+    drawn = torch.randint(count, (batch_size * context.world_size,), generator=step_stream(seed, step))
+    return distributed.own_rows(drawn, context).to(context.device)
 
 
 @torch.no_grad()
