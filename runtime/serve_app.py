@@ -5,15 +5,23 @@
     GET  /manifest                                        → the engines' summary (service.manifest_summary)
 
 Concurrent /edit requests with the same parameters are gathered by `serve.batch` into one pipeline
-batch (the response header X-Deghost-Batch-Size says how many shared it). Each replica admits at most
-`queue_limit` edits at once; beyond that it answers 503 with Retry-After at once instead of queueing
-without bound. Client mistakes are 4xx (service.ClientError); 5xx means the server failed.
+batch (the response header X-Deghost-Batch-Size says how many shared it). Client mistakes are 4xx
+(service.ClientError); 5xx means the server failed.
+
+Who answers 503, with what:
+- a replica, past `queue_limit` edits admitted at once: JSON {"error": "busy: …"}, Retry-After RETRY_AFTER_S;
+- Ray's proxy, when QUEUED_PER_ADMITTED × `queue_limit` requests already wait in it for a slot on a replica
+  (a burst faster than the replicas turn requests away): text "Request dropped due to backpressure …",
+  Retry-After RETRY_AFTER_S (deployment_options; Ray before 2.58 cannot add it and sends none);
+- Ray's proxy, when the deployment has no replica that can run (it failed to deploy, or is being deleted):
+  text "… is unavailable because it failed to deploy.", no Retry-After: an outage, not load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,8 +43,12 @@ from .service import (
 APP_NAME = "deghost"
 DEFAULT_PORT = 8000
 BATCH_WAIT_S = 0.05  # how long a request waits for others to share its batch
-RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying
+RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying (the replica's and the proxy's 503)
 BATCH_HEADER = "X-Deghost-Batch-Size"
+ROOM_BESIDE_EDITS = 4  # requests a replica takes beyond its admitted edits: /health, and edits it turns away
+QUEUED_PER_ADMITTED = 4  # the proxy's bound on waiting requests, per admitted edit
+
+log = logging.getLogger(__name__)
 
 
 class EditService:
@@ -146,14 +158,30 @@ def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST
     Pipeline.load(engines)  # a missing or broken manifest fails here, with its message, not in a replica
     serve.start(http_options={"host": host, "port": port})
     deployment = serve.deployment(EditService).options(
-        num_replicas=replicas,
-        max_ongoing_requests=queue_limit + 4,  # room for /health beside a full queue of edits
-        max_queued_requests=4 * queue_limit,  # the proxy's own bound (it answers 503 past it)
-        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-    )
+        **deployment_options(replicas, queue_limit, cpus_per_replica, gpus_per_replica))
     serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned, precision, device),
               name=app_name, route_prefix=route_prefix)
     return f"http://{host}:{port}"
+
+
+def deployment_options(replicas: int, queue_limit: int, cpus_per_replica: float, gpus_per_replica: float) -> dict:
+    """Ray Serve's options for the deployment: its bounds (see the module docstring) and, where Ray has
+    BackpressureConfig (2.58 and later), Retry-After on the 503s its proxy answers past them."""
+    options = {
+        "num_replicas": replicas,
+        "max_ongoing_requests": queue_limit + ROOM_BESIDE_EDITS,
+        "max_queued_requests": QUEUED_PER_ADMITTED * queue_limit,
+        "ray_actor_options": {"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+    }
+    try:
+        from ray.serve.config import BackpressureConfig
+    except ImportError:
+        import ray
+
+        log.warning("Ray %s answers requests past the deployment's queue with 503 and no Retry-After; Ray 2.58 "
+                    "and later add it: pip install -U 'ray[serve]>=2.58'", ray.__version__)
+        return options
+    return {**options, "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S)}
 
 
 def wait_until_interrupted(poll_s: float = 1.0) -> None:

@@ -22,7 +22,8 @@ examples:
   deghost serve --engines engines/ --precision bf16      CPU: OpenVINO bf16 where each stage is within bound
 
 errors: 400 bad image or parameter, 413 upload too large, 422 no face / unusable image,
-  503 busy (Retry-After says when to retry)
+  503 busy (Retry-After says when to retry; from a replica past --queue edits, or from Ray's proxy
+  when a burst outruns the replicas), 503 without Retry-After: the deployment is down (see Ray's log)
 """
 
 
