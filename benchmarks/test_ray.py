@@ -7,7 +7,8 @@ and the Ray Serve service's latency and throughput under a bounded concurrent lo
 Each round runs the three batch modes back to back (order rotating, so machine drift spreads over
 them) on a fresh output folder and times the whole job as a user sees it: opening the engines,
 Ray's scheduling and actor start-up included, the cluster's own start-up not (a real cluster is
-already up). Results are ratios and rates measured side by side; nothing here asserts a speed.
+already up). Results are ratios and rates measured side by side; nothing here asserts a speed. Each
+results/ray/*.json begins with the machine it was measured on (benchmarks.machine.describe) and Ray's version.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.machine import describe
 from benchmarks.pipelines import faces
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'deghost[ray]'")
@@ -52,8 +54,10 @@ def _image_folder(folder: Path, count: int, side: int) -> list[Path]:
 
 
 def _save(name: str, data: dict) -> None:
+    """The results with the machine they were measured on (and Ray's version) first."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    machine = {**describe(), "ray": ray.__version__}
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, **data}, indent=2) + "\n")
 
 
 def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines, tmp_path):
