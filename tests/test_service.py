@@ -1,5 +1,6 @@
 """The service's request checks (runtime/service.py), without Ray: what a client may send and the
-status each mistake gets; and the folder mode's report line for a full disk."""
+status each mistake gets; the HTTP answer to a photo without a face; and the folder mode's report line
+for a full disk."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 
 from deghost.runtime.folder import write_failure
 from deghost.runtime.images import read_image
-from deghost.runtime.service import MAX_UPLOAD_BYTES, ClientError, EditParams, decode_upload, parse_params
+from deghost.runtime.service import (
+    MAX_UPLOAD_BYTES,
+    ClientError,
+    EditParams,
+    decode_upload,
+    encode_png,
+    parse_params,
+)
+from tests.helpers.demo_engines import demo_engines
 
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
 ATTRIBUTES = ["age", "smile"]
@@ -53,6 +62,42 @@ def test_bad_parameters_are_400s_that_say_what_is_allowed(query, words):
     with pytest.raises(ClientError) as raised:
         parse_params(query, ATTRIBUTES)
     assert raised.value.status == 400 and words in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def photo_service(request):
+    """The Serve deployment's class (one replica, photo mode) answering HTTP in this process: a starlette
+    TestClient over it, as Ray's proxy would call it. Without Ray's batch queue (it needs a running
+    replica): each request is its own batch. The tiny untrained engines (DEGHOST_DEMO_ENGINES or the
+    session's build); their stages are not opened up front, since a photo without a face never reaches them."""
+    pytest.importorskip("ray.serve", reason="Ray is an optional extra: pip install 'deghost[ray]'")
+    testclient = pytest.importorskip("starlette.testclient", reason="starlette's TestClient needs httpx")
+    from starlette.requests import Request
+
+    from deghost.runtime.pipeline import Pipeline
+    from deghost.runtime.serve_app import EditService
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Pipeline, "prepare", lambda self, suppress="network": {})
+        service = EditService(str(demo_engines(request)), threads=1, aligned=False)
+
+    async def unbatched(item):
+        return (await service._run_batch([item]))[0]
+
+    async def app(scope, receive, send):
+        response = await service(Request(scope, receive))
+        await response(scope, receive, send)
+
+    service._edit_batch = unbatched
+    yield testclient.TestClient(app, base_url="http://127.0.0.1")  # no `with`: this app has no lifespan events
+    service.pipe.close()
+
+
+def test_a_photo_without_a_face_is_a_422_that_says_so(photo_service):
+    wall = encode_png(np.full((400, 300, 3), 128, np.uint8))
+    answer = photo_service.post("/edit?attribute=smile&alpha=20", content=wall, headers={"content-type": "image/png"})
+    assert answer.status_code == 422 and answer.headers["content-type"] == "application/json"
+    assert "no face" in answer.json()["error"].lower()
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
