@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -36,20 +37,42 @@ def test_every_config_field_is_an_option_with_the_papers_default():
     assert (config.resume, config.betas, config.flip, config.disc_size) == ("latest", (0.5, 0.9), True, 16)
 
 
-@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam", "stylegan2"])
+def default_of(words: str, flag: str) -> str:
+    """The '(default: …)' of `flag` in whitespace-normalised --help text: the last one in its entry under options:."""
+    options = words[words.index(" options: "):]
+    entry = re.search(rf" {re.escape(flag)} [A-Z0-9_]+ (.*?)(?= --[a-z]|$)", options)
+    defaults = re.findall(r"\(default: ([^)]*)\)", entry.group(1)) if entry else []
+    assert defaults, f"{flag} has no default in the help"
+    return defaults[-1]
+
+
+@pytest.mark.parametrize("command", ["synthesize", "suppressor", "diffcam", "stylegan2", "psp", "chain"])
 def test_each_train_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(["train", command, "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
+    words = " ".join(text.split())
     assert "--out" in text
     if command == "suppressor":
         assert "(default: 200000)" in text and "torchrun" in text
     if command == "stylegan2":  # rosinality's config-F values, named and as defaults
-        words = " ".join(text.split())
         assert "gamma 10 every 16 D steps" in words and "weight 2 every 4 G steps" in words
         assert "--lr LR Adam learning rate" in words and "(default: 0.002)" in words
         assert "--batch-size BATCH_SIZE" in words and "(default: 16)" in words and "(default: 800000)" in words
+    if command == "psp":  # pSp's ffhq_encode values, named and as defaults
+        assert "L = 1.0·L2 + 0.8·LPIPS + 0.1·identity" in words and "Ranger lr 1e-4, batch 8, 500k steps" in words
+        defaults = {flag: default_of(words, flag) for flag in (
+            "--l2-weight", "--lpips-weight", "--id-weight", "--optimizer", "--lr", "--batch-size", "--iterations")}
+        assert defaults == {"--l2-weight": "1.0", "--lpips-weight": "0.8", "--id-weight": "0.1",
+                            "--optimizer": "ranger", "--lr": "0.0001", "--batch-size": "8", "--iterations": "500000"}
+        assert "torchrun" in words
+    if command == "diffcam":
+        assert "Adam (0.9, 0.99)" in words and default_of(words, "--lr") == "0.0001" and "torchrun" in words
+    if command == "chain":  # the steps, in order
+        assert ("stylegan2 → samples → psp → directions → diffcam → synthesize → suppressor → export --checkpoints "
+                "→ edit") in words
+        assert default_of(words, "--steps") == "2"
 
 
 @pytest.mark.filterwarnings("ignore:--random-vgg")

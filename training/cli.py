@@ -73,7 +73,9 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="pSp's ffhq_encode recipe: GradualStyleEncoder (IR-SE-50 trunk from model_ir_se50.pth), codes + "
         "latent_avg into the frozen generator, L = 1.0·L2 + 0.8·LPIPS + 0.1·identity (ArcFace) [+ w-norm]; Ranger "
         "lr 1e-4, batch 8, 500k steps. Writes OUT/psp_ffhq_encode.pt in the official layout at every checkpoint "
-        "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read).",
+        "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read). Several processes: torchrun "
+        "--nproc-per-node N -m deghost.cli train psp … (DDP; BatchNorm over the global batch, so N processes × "
+        "--batch-size b train as one process with N·b).",
     )
     add_config_options(psp, PSPConfig)
     psp.set_defaults(run=_psp)
@@ -106,7 +108,9 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "diffcam", help="train the Diff-CAM classifier (which direction was applied)",
         description="EOGI's recipe: pSp and the generator frozen, one random direction per image at α, N-way "
         "cross-entropy on shared(T) − shared(I'); Adam (0.9, 0.99), cosine warm restarts. Writes "
-        "diff_cam_weight.pt (the classifier alone) into --out at the end.",
+        "diff_cam_weight.pt (the classifier alone) into --out at the end. Several processes: torchrun "
+        "--nproc-per-node N -m deghost.cli train diffcam … (DDP; BatchNorm over the global batch and directions "
+        "drawn per global batch, so N processes × --batch-size b train as one process with N·b).",
     )
     diffcam.add_argument("--psp", required=True, metavar="FILE", help="psp_ffhq_encode.pt (encoder + generator)")
     diffcam.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
