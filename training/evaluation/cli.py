@@ -55,7 +55,7 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     from deghost.runtime.cli_options import add_engines_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
-    from .pipeline_eval import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
+    from .methods import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
 
     parser = subparsers.add_parser(
         "eval", help="PSNR, SSIM, MAE, LPIPS and FID of the methods on a face folder or of image pairs; "

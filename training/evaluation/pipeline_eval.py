@@ -23,19 +23,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
+from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.folder import collect_inputs
 from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from deghost.runtime.pipeline import Pipeline
 
 from .evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
+from .methods import METHOD_MODES, REFERENCES
 from .tables import GroupResult
 
-METHOD_MODES = {"network": "network", "eogi": "eogi", "poisson": "poisson", "fused": "none"}  # name → suppress
-REFERENCES = ("poisson", "original")
-DEFAULT_FIRST = 1000
-DEFAULT_ATTRIBUTES = PAPER_ATTRIBUTES
-DEFAULT_METHODS = ("network", "eogi")
 REFERENCE_FOLDER = "reference"  # saved images: <save>/<attribute>/<method or reference>/<name>.png
 
 
