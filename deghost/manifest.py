@@ -17,6 +17,7 @@ from deghost import __version__
 from deghost.files import atomic_write_bytes, sha256_of
 
 MANIFEST_NAME = "manifest.json"
+DIRECTIONS_FOLDER = "directions"  # the editing directions, beside the manifest
 FORMAT_VERSION = 1
 
 

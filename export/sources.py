@@ -20,6 +20,7 @@ import numpy as np
 
 from deghost.attributes import ATTRIBUTES
 from deghost.files import atomic_write_bytes, sha256_of
+from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.presets import Preset
 from deghost.stages import STAGE_NAMES
 
@@ -35,7 +36,6 @@ CHECKPOINT_FILES = {
     "deghosting": "deghosting.pt",
     "face_parser": "79999_iter.pth",
 }
-DIRECTIONS_FOLDER = "directions"
 DIRECTION_SHAPE = (18, 512)  # W+ of the 1024 generator; smaller generators use the first rows
 
 

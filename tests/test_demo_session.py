@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.runtime.backends import BackendError
-from deghost.runtime.demo.attributes import DIRECTIONS_FOLDER, EXTRA_LABEL
+from deghost.runtime.demo.attributes import EXTRA_LABEL
 from deghost.runtime.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
@@ -134,12 +135,6 @@ def _engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
     for artifact in manifest["artifacts"]:
         (folder / artifact["file"]).symlink_to(engines / artifact["file"])
     return folder
-
-
-def test_the_direction_files_folder_is_the_builds():
-    from deghost.export.sources import DIRECTIONS_FOLDER as BUILD_DIRECTIONS
-
-    assert DIRECTIONS_FOLDER == BUILD_DIRECTIONS
 
 
 @pytest.fixture(scope="module")

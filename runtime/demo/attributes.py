@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deghost.manifest import Manifest, build_command
+from deghost.manifest import DIRECTIONS_FOLDER, Manifest, build_command
 
 from ..directions import PAPER_ATTRIBUTES, DirectionError, load_direction
 from ..pipeline import Pipeline
 
-# Where `deghost build` writes the directions (deghost.export.sources.DIRECTIONS_FOLDER; the runtime does not
-# import export, and a test keeps the two equal).
-DIRECTIONS_FOLDER = "directions"
 EXTRA_LABEL = "{name} (direction file, not in the manifest)"
 
 
