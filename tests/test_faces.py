@@ -294,6 +294,19 @@ def test_paste_back_of_an_edit_changes_only_the_face_region(finder, photos):
     assert (out[eye[1], eye[0]] == 255).all()  # the centre of the face is the edit's
 
 
+def test_an_rgba_photo_is_found_as_its_rgb_and_a_raw_rgba_array_is_refused(finder, photos, tmp_path):
+    rgb = photos["astronaut.png"]
+    alpha = np.linspace(0, 255, rgb.shape[1]).astype(np.uint8)[None, :, None].repeat(rgb.shape[0], 0)
+    bgra = np.concatenate([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), alpha], axis=2)
+    cv2.imwrite(str(tmp_path / "rgba.png"), bgra)
+    loaded = read_image(tmp_path / "rgba.png")
+    assert any("alpha channel ignored" in warning for warning in loaded.warnings)
+    found, expected = finder.find(loaded.rgb, SIDE), finder.find(rgb, SIDE)
+    assert len(found) == 1 and np.array_equal(found[0].landmarks, expected[0].landmarks)
+    with pytest.raises(ImageError, match=r"must be RGB uint8 \[H,W,3\].*got uint8 \(512, 512, 4\)"):
+        finder.find(np.ascontiguousarray(bgra), SIDE)
+
+
 def test_a_photo_without_a_face_raises_no_face_error_naming_the_fix(finder):
     sky = np.full((300, 400, 3), (120, 170, 230), np.uint8)
     with pytest.raises(NoFaceError, match="no face of at least 40 px") as info:
