@@ -10,8 +10,9 @@
     result = pipe.edit(images, attribute="smile", alpha=20.0, suppress="network")
     result.output  # [N,3,S,S] float32 in [-1,1];  result.rgb() → [N,S,S,3] uint8
 
-Ordinary photos go through `edit_photo`: faces found, FFHQ-aligned to S², edited as one batch and
-pasted back (see deghost.runtime.faces); `edit` takes already aligned faces.
+Ordinary photos go through `edit_photo` (`edit_photos` for several, their faces in one batch): faces
+found, FFHQ-aligned to S², edited as one batch and pasted back (see deghost.runtime.faces); `edit`
+takes already aligned faces. Batches are run in chunks of at most `max_rows` rows per stage.
 
 Several attributes and alphas run in one call: the edits are every attribute at every alpha, and
 result row i·K + k is image i with edit k. Inside, rows are ordered edit-major so each image's
@@ -49,6 +50,10 @@ GLUE = "glue"  # timing key: everything outside the backends and the blend (conv
 BLEND = "blend"  # timing key: face masks and seamlessClone
 FACES = "faces"  # timing key (edit_photo): face detection, landmarks and alignment
 PASTE = "paste"  # timing key (edit_photo): pasting the edited faces back into the photo
+# The most rows (images, edits) a stage runs at once where its engine sets no limit (ONNX Runtime, OpenVINO),
+# in pixels: 8 rows at 1024² (4 faces and their edits in one generator batch; one face with 3 edits, 4 rows,
+# peaked at 3.1 GB on the CPU), 128 at 256². A group photo's many faces go through in chunks of this.
+MAX_BATCH_PIXELS = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare the direction arrays element-wise
@@ -101,12 +106,25 @@ class EditResult:
         """uint8 [N,S,S,3] of a suppress mode's output (default: the first) or of "fused"."""
         return from_model_output(self.fused if name == "fused" else self.outputs[name] if name else self.output)
 
+    def for_images(self, first: int, count: int) -> EditResult:
+        """The results of images first … first + count − 1 alone (rows renumbered from 0; views, not copies);
+        timings and warnings stay those of the whole call."""
+        images = slice(first, first + count)
+        rows = slice(first * len(self.edits), (first + count) * len(self.edits))
+        return EditResult(
+            images=self.images[images], outputs={mode: out[rows] for mode, out in self.outputs.items()},
+            fused=self.fused[rows], mask=self.mask[rows], logits=self.logits[rows],
+            class_index=self.class_index[rows], w=self.w[images], w_edit=self.w_edit[rows], edits=self.edits,
+            timings_ms=dict(self.timings_ms), untrained=self.untrained, warnings=list(self.warnings),
+        )
+
 
 @dataclass
 class PhotoResult:
-    """`edit_photo`'s results: `photos[mode][k]` is the whole photo (input's H×W) with edit k pasted into
-    every chosen face; `faces` the faces in the order of `result`'s images; `result` the edit of the
-    aligned crops (row `result.row(face, k)`; timings include FACES and PASTE)."""
+    """One photo's results (`edit_photo`, `edit_photos`): `photos[mode][k]` is the whole photo (input's H×W)
+    with edit k pasted into every chosen face; `faces` the faces in the order of `result`'s images; `result`
+    the edit of this photo's aligned crops (row `result.row(face, k)`; timings: the stages' for the whole
+    batch, FACES and PASTE this photo's)."""
 
     photos: dict[str, list[np.ndarray]]
     faces: list[Face]
@@ -117,7 +135,8 @@ class Pipeline:
     """The stages of one engine folder, opened on first use (see the module docstring)."""
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
-                 precision: str | None = None, memory_arena: bool = False, device: str = "auto"):
+                 precision: str | None = None, memory_arena: bool = False, device: str = "auto",
+                 max_rows: int | None = None):
         if not manifest.artifacts:
             raise ManifestError(
                 f"{manifest.path} lists nothing; build it: {build_command(manifest.folder)}"
@@ -128,6 +147,10 @@ class Pipeline:
         self.manifest, self.preset = manifest, get_preset(presets.pop())
         self.backend_name, self.threads, self.precision, self.device = backend, threads, precision, device
         self.memory_arena = memory_arena  # ONNX Runtime's CPU arena: keeps activations resident
+        self.max_rows = max_rows or max(2, MAX_BATCH_PIXELS // self.preset.image_size**2)
+        if self.max_rows < 2:
+            raise ValueError(f"max_rows must be at least 2 (the generator renders an image and its edit in one "
+                             f"batch); got {max_rows}")
         self._backends: dict[str, Backend] = {}
         self._face_finder: FaceFinder | None = None
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
@@ -135,12 +158,15 @@ class Pipeline:
 
     @classmethod
     def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
-             precision: str | None = None, memory_arena: bool = False, device: str = "auto") -> Pipeline:
+             precision: str | None = None, memory_arena: bool = False, device: str = "auto",
+             max_rows: int | None = None) -> Pipeline:
         """The pipeline of the engines and graphs listed in `folder`/manifest.json.
 
         backend: "auto", "tensorrt", "onnxruntime" or "openvino"; device: "auto", "cpu" or "cuda";
-        precision: "auto" (None), "fp32", "fp16" or "bf16" (see `deghost.runtime.backends.open_backend`)."""
-        return cls(Manifest.load(folder), backend, threads, precision, memory_arena, device)
+        precision: "auto" (None), "fp32", "fp16" or "bf16" (see `deghost.runtime.backends.open_backend`);
+        max_rows: the most rows a stage runs at once (default: MAX_BATCH_PIXELS at the preset's side; an
+        engine's own profile limit, where smaller, still holds)."""
+        return cls(Manifest.load(folder), backend, threads, precision, memory_arena, device, max_rows)
 
     # -- what the folder holds ----------------------------------------------------------------------
 
@@ -263,12 +289,48 @@ class Pipeline:
         """Edit the faces of an ordinary photo (RGB uint8 [H,W,3]): find them (every face of at least
         `min_face` px, or "largest", or face number N left to right), align them, edit them as one batch
         like `edit`, and paste each edit back. Raises NoFaceError (an ImageError) when there is no face."""
+        done = self.edit_photos([photo], attribute, alpha, suppress, faces, min_face, class_index)[0]
+        if isinstance(done, ImageError):
+            raise done
+        return done
+
+    def edit_photos(self, photos: Sequence[np.ndarray], attribute: str | Sequence[str] = "smile",
+                    alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str | Sequence[str] = "network",
+                    faces: FaceChoice = "all", min_face: float = MIN_FACE, class_index: int | None = None
+                    ) -> list[PhotoResult | ImageError]:
+        """`edit_photo` for several photos, with the faces of all of them edited as one batch (chunked as
+        `run` chunks): per photo its PhotoResult, or the ImageError (NoFaceError: no face) that is its
+        alone. Configuration errors (unknown attribute or mode) raise before any face is looked for."""
+        edits, modes = self.edits(attribute, alpha, class_index), _modes(suppress)
+        found = [self._timed_faces(photo, faces, min_face) for photo in photos]
+        crops = [face.crop for chosen, _ in found if not isinstance(chosen, ImageError) for face in chosen]
+        result = self.run(crops, edits, modes) if crops else None
+        return self._paste_each(photos, found, result)
+
+    def _timed_faces(self, photo: np.ndarray, faces: FaceChoice, min_face: float
+                     ) -> tuple[list[Face] | ImageError, float]:
+        """(the photo's chosen faces, or its ImageError, and the milliseconds finding took)."""
         started = time.perf_counter()
-        found = self.find_faces(photo, faces, min_face)
-        finding_ms = (time.perf_counter() - started) * 1e3
-        result = self.edit([face.crop for face in found], attribute, alpha, suppress, class_index)
-        result.timings_ms[FACES] = finding_ms
-        return PhotoResult(photos=self.paste(photo, found, result), faces=found, result=result)
+        try:
+            chosen = self.find_faces(photo, faces, min_face)
+        except ImageError as error:  # NoFaceError included: this photo's problem, not the others'
+            chosen = error
+        return chosen, (time.perf_counter() - started) * 1e3
+
+    def _paste_each(self, photos: Sequence[np.ndarray], found: list[tuple[list[Face] | ImageError, float]],
+                    result: EditResult | None) -> list[PhotoResult | ImageError]:
+        """Each photo with faces gets its own rows of `result` (its faces' crops, in order) pasted back."""
+        done: list[PhotoResult | ImageError] = []
+        first = 0
+        for photo, (chosen, finding_ms) in zip(photos, found, strict=True):
+            if isinstance(chosen, ImageError):
+                done.append(chosen)
+                continue
+            own = result.for_images(first, len(chosen))
+            own.timings_ms[FACES] = finding_ms
+            done.append(PhotoResult(photos=self.paste(photo, chosen, own), faces=chosen, result=own))
+            first += len(chosen)
+        return done
 
     def paste(self, photo: np.ndarray, faces: Sequence[Face], result: EditResult, first: int = 0
               ) -> dict[str, list[np.ndarray]]:
@@ -358,20 +420,19 @@ class Pipeline:
             return poisson_rows(fused, images, labels, source, side)
 
     def _chunk_shape(self, n_images: int, n_edits: int, modes: list[str]) -> tuple[int, int]:
-        """(images, edits) per chunk so every stage's batch fits its engine profile (ONNX: everything)."""
-        limit = {stage: self.backend(stage).max_batch for stage in self._stages_for(modes)}
-        if all(value is None for value in limit.values()):
-            return n_images, n_edits
+        """(images, edits) per chunk so every stage's batch fits its engine profile and `max_rows`."""
+        engine = {stage: self.backend(stage).max_batch for stage in self._stages_for(modes)}
+        limit = {stage: min(value or self.max_rows, self.max_rows) for stage, value in engine.items()}
 
         def fits(g: int, k: int) -> bool:
             batches = {"encoder": g, "generator": g + g * k, "diffcam": g * k, "suppressor": g * k,
                        "deghosting": g * k, "face_parser": g * k + g}
-            return all(v is None or batches[s] <= v for s, v in limit.items())
+            return all(batches[s] <= v for s, v in limit.items())
 
         shapes = [(g, k) for k in range(1, n_edits + 1) for g in range(1, n_images + 1) if fits(g, k)]
         if not shapes:
             raise ManifestError(
-                f"engine batch limits {limit} cannot hold one image and its edit (the generator renders both in "
+                f"engine batch limits {engine} cannot hold one image and its edit (the generator renders both in "
                 "one batch, so it needs a maximum batch of at least 2); rebuild the engines with larger profiles"
             )
         return max(shapes, key=lambda gk: (gk[0] * gk[1], gk[1]))

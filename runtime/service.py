@@ -86,12 +86,14 @@ def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
     """Edit several uploads with the same params → per upload the edited RGB uint8, or its ClientError.
 
     aligned: the uploads are aligned face crops, edited in one pipeline batch (`Pipeline.edit`);
-    otherwise photos, each through `Pipeline.edit_photo` (face detection, alignment, paste-back).
-    A batch that fails on bad input is retried one upload at a time, so one bad
-    upload does not fail the others.
+    otherwise photos: the faces of all of them edited in one pipeline batch and pasted back
+    (`Pipeline.edit_photos`), a photo without a face answered 422 alone. An aligned batch that fails on
+    bad input is retried one upload at a time, so one bad upload does not fail the others.
     """
     if not aligned:
-        return [_one(lambda p=photo: _edit_photo(pipe, p, params)) for photo in photos]
+        done = pipe.edit_photos(list(photos), params.attribute, params.alpha, params.suppress, faces="all")
+        return [ClientError(str(d), status=422) if isinstance(d, ImageError) else d.photos[params.suppress][0]
+                for d in done]
     try:
         return list(pipe.edit(list(photos), params.attribute, params.alpha, params.suppress).rgb())
     except ImageError as error:
@@ -128,17 +130,3 @@ def manifest_summary(pipe: Pipeline) -> dict:
         "max_upload_bytes": MAX_UPLOAD_BYTES,
         "max_alpha": MAX_ALPHA,
     }
-
-
-def _edit_photo(pipe: Pipeline, photo: np.ndarray, params: EditParams) -> np.ndarray:
-    result = pipe.edit_photo(photo, attribute=params.attribute, alpha=params.alpha, suppress=params.suppress,
-                             faces="all")
-    return result.photos[params.suppress][0]
-
-
-def _one(run) -> np.ndarray | ClientError:
-    """`run()`, with a bad-input ImageError (no face, wrong shape) turned into a ClientError (422)."""
-    try:
-        return run()
-    except ImageError as error:
-        return ClientError(str(error), status=422)
