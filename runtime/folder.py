@@ -9,8 +9,10 @@ The steps are separate functions (plan → decode → process_batch → write_ou
 
 A small thread pool decodes the next images while the current batch runs (OpenCV and the backends
 release the GIL), and encodes and writes the results while the next batch runs. A file that cannot
-be read, or whose batch fails, is reported and skipped; the run goes on. Outputs are written
-atomically, never onto an input, and existing outputs are kept unless `overwrite`.
+be read, whose faces cannot be found or pasted back, or whose outputs cannot be written (whatever
+the exception: it is that file's), or whose batch fails in the backends (BackendError, ImageError:
+every file of the batch), is reported and skipped; the run goes on. Outputs are written atomically,
+never onto an input, and existing outputs are kept unless `overwrite`.
 
 Output names: `<out>/<input stem>_<attribute><alpha>_<suppress>.png` (e.g. `face_smile+20_network.png`),
 and with `grid` also `<stem>_<attribute><alpha>_grid.png`.
@@ -41,6 +43,14 @@ from .pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
 log = logging.getLogger("deghost.runtime")
 
 GRID = "grid"  # the output key of the comparison image
+
+
+class StepError(Exception):
+    """A step of one input's processing (finding its faces, pasting them back) raised something unexpected:
+    that input fails, the run goes on. The message names the step and the cause."""
+
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(f"{step} failed ({type(cause).__name__}: {cause})")
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -169,7 +179,7 @@ def run_folder(
                 count, ms = writing.result()
                 report.written += count
                 report.io_ms["encode"] += ms
-            except (ImageError, OSError) as error:
+            except Exception as error:  # pasting or writing one photo fails that photo alone
                 record_failure(report, job.source, write_failure(error), None)
     report.elapsed_s = time.perf_counter() - started
     return report
@@ -199,10 +209,8 @@ def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe
             try:
                 report.io_ms["decode"] += decoding.result()
                 ready.append(job)
-            except ImageError as error:  # NoFaceError included
-                record_failure(report, job.source, str(error), bar)
             except Exception as error:  # whatever goes wrong with one file, only that file fails
-                record_failure(report, job.source, f"could not be read ({type(error).__name__}: {error})", bar)
+                record_failure(report, job.source, decode_failure(error), bar)
         if ready:
             yield ready
 
@@ -229,7 +237,8 @@ def plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress:
 
 def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
     """Read the job's file and fill in its tensor (and photo and faces) → milliseconds; warnings are logged.
-    Raises ImageError (NoFaceError when the photo has no face to edit)."""
+    Raises ImageError (NoFaceError when the photo has no face to edit), StepError when face finding raised
+    anything else."""
     start = time.perf_counter()
     loaded = read_image(job.source)
     side = pipe.preset.image_size
@@ -244,6 +253,10 @@ def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
             job.faces = pipe.find_faces(loaded.rgb, options.faces, options.min_face)
         except NoFaceError as error:
             raise NoFaceError(f"{job.source}: {error}") from error
+        except ImageError:
+            raise
+        except Exception as error:
+            raise StepError("finding its faces", error) from error
         job.photo = loaded.rgb
         job.tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in job.faces])
     return (time.perf_counter() - start) * 1e3
@@ -257,10 +270,11 @@ def process_batch(pipe: Pipeline, jobs: Sequence[Job], edits: Sequence[Edit], mo
 
 def write_outputs(pipe: Pipeline, job: Job, result: EditResult, first: int, protected: Sequence[Path],
                   overwrite: bool) -> tuple[int, float]:
-    """Encode and write one input's outputs (its images are result rows `first`, …) → (files written, ms)."""
+    """Encode and write one input's outputs (its images are result rows `first`, …) → (files written, ms).
+    Raises StepError when pasting the faces back raised, ImageError or OSError when writing failed."""
     start = time.perf_counter()
     n_images = len(job.faces) if job.photo is not None else 1
-    photos = pipe.paste(job.photo, job.faces, result, first) if job.photo is not None else None
+    photos = _pasted(pipe, job, result, first) if job.photo is not None else None
     for (k, kind), path in job.outputs.items():
         if kind == GRID:
             panels = [panel for i in range(n_images) for panel in _grid_panels(result, first + i, k, n_images > 1, i)]
@@ -273,6 +287,13 @@ def write_outputs(pipe: Pipeline, job: Job, result: EditResult, first: int, prot
             pixels = from_model_output(result.outputs[kind][result.row(first, k)])
         write_image(path, pixels, overwrite=overwrite, protected=protected)
     return len(job.outputs), (time.perf_counter() - start) * 1e3
+
+
+def _pasted(pipe: Pipeline, job: Job, result: EditResult, first: int) -> dict[str, list[np.ndarray]]:
+    try:
+        return pipe.paste(job.photo, job.faces, result, first)
+    except Exception as error:
+        raise StepError("pasting the edited faces back", error) from error
 
 
 def _grid_panels(result: EditResult, image: int, k: int, numbered: bool, face: int) -> list[tuple[str, np.ndarray]]:
@@ -292,11 +313,23 @@ def _photo_panels(photo: np.ndarray, photos: dict[str, list[np.ndarray]], k: int
     return [("photo", scaled(photo)), ("photo, ours", scaled(photos["network"][k]))]
 
 
+def decode_failure(error: Exception) -> str:
+    """The report line of an input that could not be decoded or have its faces found."""
+    if isinstance(error, (ImageError, StepError)):  # NoFaceError included; these name the file or the step
+        return str(error)
+    return f"could not be read ({type(error).__name__}: {error})"
+
+
 def write_failure(error: Exception) -> str:
-    """The report line of an output that could not be written; a full disk says so and what to do."""
+    """The report line of an input whose outputs could not be made (pasted back or written); a full disk
+    says so and what to do."""
+    if isinstance(error, StepError):
+        return str(error)
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return f"writing failed: the output disk is full ({error}); free space or give another --out"
-    return f"writing failed: {error}"
+    if isinstance(error, (ImageError, OSError)):
+        return f"writing failed: {error}"
+    return f"writing failed ({type(error).__name__}: {error})"
 
 
 def record_failure(report: FolderReport, source: Path, message: str, bar: tqdm | None) -> None:

@@ -35,6 +35,7 @@ from .folder import (
     FolderReport,
     Job,
     decode,
+    decode_failure,
     plan,
     process_batch,
     record_failure,
@@ -84,10 +85,8 @@ class EditActor:
             try:
                 report.io_ms["decode"] += decode(job, self.pipe, self.face_options)
                 ready.append(job)
-            except ImageError as error:  # NoFaceError included
-                record_failure(report, job.source, str(error), None)
             except Exception as error:  # whatever goes wrong with one file, only that file fails (as locally)
-                record_failure(report, job.source, f"could not be read ({type(error).__name__}: {error})", None)
+                record_failure(report, job.source, decode_failure(error), None)
         if ready:
             self._edit_and_write(ready, report)
         return {"inputs": [len(jobs)], "report": [json.dumps(_to_dict(report, self.backends))]}
@@ -111,7 +110,7 @@ class EditActor:
                 count, ms = write_outputs(self.pipe, job, result, first, self.protected, self.overwrite)
                 report.written += count
                 report.io_ms["encode"] += ms
-            except (ImageError, OSError) as error:
+            except Exception as error:  # pasting or writing one photo fails that photo alone (as locally)
                 record_failure(report, job.source, write_failure(error), None)
             first += rows
 

@@ -11,14 +11,26 @@ import cv2
 import numpy as np
 import pytest
 
+from deghost.manifest import Manifest
 from deghost.runtime import cli
 from deghost.runtime.faces import NoFaceError
+from deghost.runtime.faces.paste import face_region, paste_back
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 from tests.helpers.bad_files import oversized_png_header
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 GRACE = ASTRONAUT.with_name("grace_hopper.jpg")
+
+
+def portraits() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut (512², a ~98 px face) and grace_hopper cut to 512 high (a ~200 px face)."""
+    return read_image(ASTRONAUT).rgb, read_image(GRACE).rgb[44:556]
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,3 +239,96 @@ def test_a_file_whose_decoding_raises_anything_else_fails_alone_naming_the_error
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
     assert f"failed: {inputs / 'crashes.png'}: could not be read (RuntimeError: decoder crashed)" in stdout
     assert "1 file(s) written, 1 failed" in stdout
+
+
+@pytest.mark.parametrize("choice, edited", [(["--face", "1"], 1), (["--largest-face"], 0)])
+def test_face_n_and_largest_face_edit_only_that_face(deghost_edit, shared_pipe, tmp_path, choice, edited):
+    astronaut, grace = portraits()
+    photo = np.hstack([grace, astronaut])  # face 0 (left) the larger, face 1 the smaller
+    faces = shared_pipe.find_faces(photo)
+    assert len(faces) == 2 and faces[0].size > faces[1].size
+    code, _, _ = deghost_edit(str(write_rgb(tmp_path / "two.png", photo)), *choice, "--out", str(tmp_path / "out"),
+                              "--suppress", "none")
+    assert code == cli.EXIT_OK
+    changed = np.any(read_image(tmp_path / "out" / "two_smile+20_none.png").rgb != photo, axis=2)
+    ys, xs = np.nonzero(changed)
+    x0, y0, x1, y1 = faces[edited].box
+    assert len(xs) and x0 <= xs.mean() <= x1 and y0 <= ys.mean() <= y1  # the chosen face changed
+    ox0, oy0, ox1, oy1 = faces[1 - edited].box.astype(int)
+    assert not changed[oy0:oy1, ox0:ox1].any()  # the other did not
+
+
+def test_each_face_gets_the_edit_of_its_own_result_row(shared_pipe):
+    photo = np.hstack(portraits())
+    done = shared_pipe.edit_photo(photo, suppress="none")
+    edited, pasted = done.result.rgb("none"), done.photos["none"][0]
+    boxes = [face_region(face.landmarks, face.transform, face.crop.shape[0], photo.shape[:2])[0] for face in done.faces]
+    assert boxes[0][2] <= boxes[1][0]  # the two faces' regions do not overlap
+    for i, (face, (x0, y0, x1, y1)) in enumerate(zip(done.faces, boxes, strict=True)):
+        own = paste_back(photo, edited[done.result.row(i)], face.crop, face.transform, face.landmarks)
+        swapped = paste_back(photo, edited[done.result.row(1 - i)], face.crop, face.transform, face.landmarks)
+        assert np.array_equal(pasted[y0:y1, x0:x1], own[y0:y1, x0:x1])
+        assert not np.array_equal(swapped[y0:y1, x0:x1], own[y0:y1, x0:x1])  # the rows' edits tell apart
+
+
+def six_faces() -> np.ndarray:
+    """A 1536x1024 group photo: the two portraits and their mirror images in a 3x2 grid."""
+    astronaut, grace = portraits()
+    top = np.hstack([astronaut, grace, astronaut[:, ::-1]])
+    return np.ascontiguousarray(np.vstack([top, np.hstack([grace[:, ::-1], astronaut, grace])]))
+
+
+def test_a_group_photo_goes_through_the_networks_in_chunks_of_max_rows(shared_pipe, monkeypatch):
+    batches: dict[str, list[int]] = {"encoder": [], "generator": []}
+    for stage, sizes in batches.items():
+        backend = shared_pipe.backend(stage)
+
+        def counted(feeds, *args, _run=backend.run, _sizes=sizes, **kwargs):
+            _sizes.append(len(next(iter(feeds.values()))))
+            return _run(feeds, *args, **kwargs)
+
+        monkeypatch.setattr(backend, "run", counted)
+    monkeypatch.setattr(shared_pipe, "max_rows", 4)
+    done = shared_pipe.edit_photo(six_faces(), suppress="none")
+    assert len(done.faces) == 6 and len(done.result.output) == 6
+    # One edit: g faces are g encoder rows and 2g generator rows (the faces and their edits), so g = 2.
+    assert batches == {"encoder": [2, 2, 2], "generator": [4, 4, 4]}
+
+
+def test_max_rows_below_an_image_and_its_edit_is_refused(tiny_onnx_dir):
+    with pytest.raises(ValueError, match="max_rows must be at least 2"):
+        Pipeline(Manifest.load(tiny_onnx_dir), max_rows=1)
+
+
+def test_a_photo_whose_face_finding_or_paste_back_raises_fails_alone_and_the_run_goes_on(
+        deghost_edit, shared_pipe, tmp_path):
+    astronaut = read_image(ASTRONAUT).rgb[::2, ::2]  # 256x256
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    photos = {"fine.png": astronaut, "finding.png": np.hstack([astronaut, astronaut[:, :20]]),
+              "pasting.png": np.hstack([astronaut, astronaut[:, :40]])}  # told apart by their widths
+    for name, rgb in photos.items():
+        write_rgb(inputs / name, rgb)
+    find, paste = shared_pipe.find_faces, shared_pipe.paste
+
+    def find_that_crashes(photo, *args, **kwargs):
+        if photo.shape[1] == photos["finding.png"].shape[1]:
+            raise RuntimeError("landmarker crashed")
+        return find(photo, *args, **kwargs)
+
+    def paste_that_crashes(photo, *args, **kwargs):
+        if photo.shape[1] == photos["pasting.png"].shape[1]:
+            raise cv2.error("warpAffine crashed")
+        return paste(photo, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shared_pipe, "find_faces", find_that_crashes)
+        patch.setattr(shared_pipe, "paste", paste_that_crashes)
+        code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none",
+                                       "--batch", "3")
+    assert code == cli.EXIT_SOME_FAILED
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fine_smile+20_none.png"]
+    assert f"failed: {inputs / 'finding.png'}: finding its faces failed (RuntimeError: landmarker crashed)" in stdout
+    pasting = "pasting the edited faces back failed (error: warpAffine crashed)"  # cv2.error's class is "error"
+    assert f"failed: {inputs / 'pasting.png'}: {pasting}" in stdout
+    assert "1 file(s) written, 2 failed" in stdout
