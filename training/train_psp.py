@@ -10,6 +10,9 @@ as pSp does); its style blocks from a seeded initialisation. Differences from th
 on purpose: the decoder uses its fixed noise buffers (the noise the exported pipeline renders with)
 instead of fresh noise per step, and images are area-resized instead of PIL-bilinear.
 
+Under torchrun, N processes with batch b train as one with batch N·b: the encoder's BatchNorm uses
+the global batch's statistics (distributed.wrap); flips depend on the sample alone.
+
 Writes, besides the resumable training checkpoints, `<out>/psp_ffhq_encode.pt` in the official
 layout (`state_dict` with `encoder.*` and `decoder.*`, `latent_avg` [n_styles,512], `opts`) at every
 checkpoint, so `load_psp` and `deghost build --checkpoints` take it unchanged.
