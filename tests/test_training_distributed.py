@@ -1,5 +1,5 @@
-"""BatchNorm over the global batch (training/distributed.py): two gloo CPU processes with half a batch each
-normalise, back-propagate and track running statistics as one process with the whole batch."""
+"""BatchNorm and dropout over the global batch (training/distributed.py): two gloo CPU processes with half a
+batch each normalise, drop, back-propagate and track running statistics as one process with the whole batch."""
 
 from __future__ import annotations
 
@@ -13,16 +13,19 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from deghost.training import distributed
+from deghost.training.loop import step_stream
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH, STEPS = 6, 2
 
 
-def network() -> nn.Sequential:
-    """BatchNorm2d with the default momentum, BatchNorm1d with momentum None (a cumulative average)."""
+def network(context: distributed.Context) -> nn.Sequential:
+    """BatchNorm2d with the default momentum, BatchNorm1d with momentum None (a cumulative average); Dropout2d
+    and Dropout drawing their masks per sample of the global batch."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 9, 5),
-                         nn.BatchNorm1d(5, momentum=None))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.5), nn.Flatten(),
+                          nn.Linear(4 * 9, 5), nn.BatchNorm1d(5, momentum=None), nn.Dropout(0.3))
+    return distributed.draw_dropout_per_sample(model, context)
 
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -37,6 +40,7 @@ def run(model: nn.Module, steps: list[tuple[torch.Tensor, torch.Tensor]]) -> dic
     parameter gradients summed over the steps, running statistics, and eval-mode outputs (running statistics)."""
     result = {}
     for step, (batch, weights) in enumerate(steps):
+        distributed.set_dropout_stream(model, step_stream(0, step))
         batch = batch.clone().requires_grad_(True)
         output = model(batch)
         (weights * output).sum().backward()
@@ -55,11 +59,11 @@ def _worker(rank: int, port: int, out: Path) -> None:
     torch.set_num_threads(1)
     context = distributed.setup()
     try:
-        model = network()
+        model = network(context)
         parameters = list(model.parameters())
         ddp = distributed.wrap(model, context)
         assert list(model.parameters()) == parameters  # the same tensors: an optimizer made before stays valid
-        assert isinstance(model[1], distributed.GlobalBatchNorm) and isinstance(model[5], distributed.GlobalBatchNorm)
+        assert isinstance(model[1], distributed.GlobalBatchNorm) and isinstance(model[6], distributed.GlobalBatchNorm)
         own = [(distributed.own_rows(batch, context), distributed.own_rows(weights, context))
                for batch, weights in batches()]
         result = run(ddp, own)
@@ -69,7 +73,7 @@ def _worker(rank: int, port: int, out: Path) -> None:
 
 
 def test_two_processes_with_half_batches_equal_one_process_with_the_whole_batch(tmp_path):
-    single = run(network(), batches())
+    single = run(network(distributed.Context(0, 1, torch.device("cpu"))), batches())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -88,4 +92,6 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole_batch(
         # Measured: differences up to 2e-6 relative (summation order), and gradients of up to 4e-6 for the biases
         # before a BatchNorm, which have none but rounding; with per-process statistics outputs differ by ~10 %.
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=5e-5, msg=key)
-    assert int(single["buffer 5.num_batches_tracked"]) == STEPS
+    assert int(single["buffer 6.num_batches_tracked"]) == STEPS
+    dropped = (single["output 0"] == 0).float().mean().item()  # the last Dropout's zeros (p = 0.3)
+    assert 0.1 < dropped < 0.5

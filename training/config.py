@@ -57,8 +57,8 @@ class SuppressorConfig(RunControl):
     crop: int | None = _option(None, "random square crop side, a multiple of 32 (default: whole images)", type=int)
     flip: bool = _option(False, "random horizontal flips")
     frozen_norm: bool = _option(
-        False, "BatchNorm on running statistics and Dropout off while training; each sample's gradient then "
-        "depends on that sample alone, so N processes × batch b equal one process with batch N·b")
+        False, "BatchNorm on running statistics and Dropout off while training (each sample's gradient then "
+        "depends on that sample alone)")
     amp: bool = _option(True, "bfloat16 autocast on CUDA GPUs that support it (ignored on the CPU)")
     vgg: str | None = _option(None, "torchvision's ImageNet vgg16-397923af.pth for the perceptual loss (required "
                               "by the paper's recipe; see --random-vgg)", type=str)

@@ -7,8 +7,9 @@ and samples.
 N processes with batch b compute what one process computes with batch N·b (up to float rounding):
 the data are interleaved (loop.batch_stream: process r holds rows r, r + N, … of the global batch),
 per-sample random draws are made for the global batch from streams seeded by (seed, step) and each
-process keeps its rows (`own_rows`), and BatchNorm normalises with the statistics of the global
-batch (`wrap` converts it, `GlobalBatchNorm` on CPU processes).
+process keeps its rows (`own_rows`; dropout masks too: `GlobalBatchDropout`), and BatchNorm
+normalises with the statistics of the global batch (`wrap` converts it, `GlobalBatchNorm` on CPU
+processes).
 """
 
 from __future__ import annotations
@@ -193,3 +194,50 @@ class GlobalBatchNorm(_BatchNorm):
         factor = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
         self.running_mean.lerp_(mean, factor)
         self.running_var.lerp_(variance * count / (count - 1), factor)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dropout masks drawn for the global batch
+
+
+def draw_dropout_per_sample(model: nn.Module, context: Context) -> nn.Module:
+    """`model` (in place) with every Dropout / Dropout2d a GlobalBatchDropout: in training its masks come
+    from the stream `set_dropout_stream` gives it, not from the global generator, in any process count."""
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Dropout, nn.Dropout2d)):
+            replacement = GlobalBatchDropout(child.p, isinstance(child, nn.Dropout2d), context)
+            setattr(model, name, replacement.train(child.training))
+        else:
+            draw_dropout_per_sample(child, context)
+    return model
+
+
+def set_dropout_stream(model: nn.Module, stream: torch.Generator) -> None:
+    """The stream every GlobalBatchDropout of `model` draws its next masks from (one per step: loop.step_stream)."""
+    for module in model.modules():
+        if isinstance(module, GlobalBatchDropout):
+            module.stream = stream
+
+
+class GlobalBatchDropout(nn.Module):
+    """Dropout (elements) or, `channels`, Dropout2d (whole channels of a sample) whose keep-masks are drawn for
+    the global batch from `stream`, each process keeping its rows: a sample's mask depends on its place in the
+    global batch alone. Every process draws the whole mask, in the same order of calls. Identity in eval mode."""
+
+    def __init__(self, p: float, channels: bool, context: Context):
+        super().__init__()
+        self.p, self.channels, self.context = p, channels, context
+        self.stream: torch.Generator | None = None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return input
+        if self.stream is None:
+            raise RuntimeError("GlobalBatchDropout draws from the step's stream: call set_dropout_stream first")
+        batch = input.shape[0] * self.context.world_size
+        shape = (batch, input.shape[1], *[1] * (input.dim() - 2)) if self.channels else (batch, *input.shape[1:])
+        keep = own_rows(torch.rand(shape, generator=self.stream) >= self.p, self.context)
+        return input * keep.to(input.device, input.dtype) / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, channels={self.channels}"

@@ -3,7 +3,9 @@
     L = 0.1·MSE + 1·L_percept + 0.1·L_adv,  Adam (0.9, 0.999), lr 1e-4 cosine → 1e-7, 200k steps, batch 4
 
 Each step updates the suppressor, then the StyleGAN2 discriminator (targets are real, outputs
-fake). Runs as one process or under `torchrun --nproc-per-node N` (DDP, rank 0 writes). The loop
+fake). Runs as one process or under `torchrun --nproc-per-node N` (DDP, rank 0 writes), where N
+processes with batch b train as one with batch N·b: BatchNorm uses the global batch's statistics
+and dropout masks are drawn per sample of the global batch from a (seed, step) stream. The loop
 itself is the shared kit of training/loop.py and training/resume.py.
 """
 
@@ -26,7 +28,7 @@ from .checkpoints import (
 )
 from .config import SuppressorConfig
 from .data import PairDataset
-from .loop import RunLog, batch_stream, check_finite, mixed_precision, write_sample_grid
+from .loop import RunLog, batch_stream, check_finite, mixed_precision, step_stream, write_sample_grid
 from .losses import PerceptualLoss, discriminator_loss, generator_adversarial_loss, r1_penalty
 from .models.maresunet import PAPER_WIDTH, MAResUNet
 from .models.stylegan2 import Discriminator
@@ -67,6 +69,7 @@ def _train(config: SuppressorConfig, context: distributed.Context) -> Path:
     batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
     for step in range(start, end):
         batch = {name: value.to(context.device, non_blocking=True) for name, value in next(batches).items()}
+        distributed.set_dropout_stream(model, step_stream(config.seed, step))
         with autocast:
             output = ddp_model(torch.cat([batch["image"], batch["fused"]], 1))
         terms = suppressor_step(output, batch["target"], perceptual, discriminator, optimizer, config, autocast)
@@ -160,10 +163,10 @@ def build_networks(config: SuppressorConfig, side: int, context: distributed.Con
         vgg = random_vgg(config.seed)
     else:
         vgg = load_vgg16_features(config.vgg)
-    model.train()
+    distributed.draw_dropout_per_sample(model.train(), context)
     if config.frozen_norm:
         for module in model.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.Dropout2d)):
+            if isinstance(module, (nn.BatchNorm2d, distributed.GlobalBatchDropout)):
                 module.eval()
     if discriminator is not None:
         discriminator = discriminator.train().to(context.device)
