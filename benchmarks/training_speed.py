@@ -19,6 +19,7 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -30,9 +31,22 @@ from deghost.runtime.images import read_image, write_image
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = [REPO / "tests" / "data" / "images" / name for name in ("astronaut.png", "grace_hopper.jpg")]
 RESULTS = REPO / "benchmarks" / "results" / "training_speed.json"
-# The official schedules: steps × batch (rosinality train.py, pSp ffhq_encode, EOGI's Diff-CAM, the paper).
-SCHEDULES = {"stylegan2": (800_000, 16), "psp": (500_000, 8), "diffcam": (100_000, 8), "suppressor": (200_000, 4)}
 PAPER_SIDE = 1024
+
+
+def official_schedule(name: str) -> tuple[int, int]:
+    """(steps, batch) of a recipe's official schedule: its config's defaults, which are those values."""
+    from deghost.training.config import DiffCamConfig, StyleGAN2Config, SuppressorConfig
+    from deghost.training.psp_config import PSPConfig
+
+    config = {"stylegan2": StyleGAN2Config, "psp": PSPConfig, "diffcam": DiffCamConfig, "suppressor": SuppressorConfig}
+    defaults = {f.name: f.default for f in fields(config[name])}
+    return defaults["iterations"], defaults["batch_size"]
+
+
+def average_latent(generator) -> torch.Tensor:
+    """The generator's mean W repeated over its styles, as pSp starts from it ([n_latent, 512])."""
+    return generator.mean_latent(1000)[0].repeat(generator.n_latent, 1)
 
 
 def photo_folder(folder: Path, count: int) -> Path:
@@ -72,8 +86,7 @@ def diffcam(root: Path, side: int, batch: int, steps: int) -> list[float]:
 
     torch.manual_seed(0)
     generator = Generator(side)
-    latent_avg = generator.mean_latent(1000)[0].repeat(generator.n_latent, 1)
-    encoder = PSPInversion(PSPEncoder(n_styles=generator.n_latent), latent_avg)
+    encoder = PSPInversion(PSPEncoder(n_styles=generator.n_latent), average_latent(generator))
     directions = torch.nn.functional.normalize(torch.randn(4, generator.n_latent, 512).flatten(1), dim=1)
     config = DiffCamConfig(data=str(photo_folder(root / "faces", max(4, batch))), out=str(root / "run"),
                            batch_size=batch, iterations=steps, workers=0, log_every=1, checkpoint_every=10**6)
@@ -109,8 +122,7 @@ def psp(root: Path, side: int, batch: int, steps: int) -> list[float]:
     del root
     torch.manual_seed(0)
     generator = Generator(side)
-    model = PSPModel(PSPEncoder(n_styles=generator.n_latent), generator,
-                     generator.mean_latent(1000)[0].repeat(generator.n_latent, 1)).train()
+    model = PSPModel(PSPEncoder(n_styles=generator.n_latent), generator, average_latent(generator)).train()
     identity, lpips = IdentityLoss(ArcFace()), LPIPS().requires_grad_(False)
     optimizer = Ranger(model.encoder.parameters(), lr=1e-4)
     config = PSPConfig(data="unused", stylegan2="unused")
@@ -133,7 +145,7 @@ RECIPES = {"stylegan2": stylegan2, "psp": psp, "diffcam": diffcam, "suppressor":
 def summary(name: str, side: int, batch: int, seconds: list[float]) -> dict:
     timed = seconds[1:] or seconds
     per_step = statistics.median(timed)
-    steps, official_batch = SCHEDULES[name]
+    steps, official_batch = official_schedule(name)
     # Linear in the batch: a CPU has no idle width a bigger batch would fill.
     schedule_days = steps * per_step * official_batch / batch / 86_400
     return {"batch": batch, "side": side, "step seconds": [round(s, 2) for s in seconds],
