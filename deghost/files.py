@@ -2,13 +2,16 @@
 
 `atomic_write` writes to a temporary name in the target's folder and renames it over the target, so
 an interrupted write never leaves a truncated file under the real name (a manifest, an engine, an
-image, a checkpoint). New files get the usual permissions (0o666 less the umask).
+image, a checkpoint). New files get the usual permissions (0o666 less the umask). A write that fails
+because the disk filled up is reported as such (DiskFullError), whatever the writer said about it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,33 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# A write that fails with less than this free on its disk failed because the disk filled: some writers
+# hide the OS error (torch.save's zip writer says "[enforce fail at inline_container.cc] unexpected pos").
+DISK_FULL_BELOW = 1 << 20
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """The disk holding `path` filled up while it was written; nothing was left under its name."""
+
+    def __init__(self, path: Path, written: int, free: int):
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left on the disk holding {path.parent}: writing {path.name} stopped after "
+            f"{written / 1e6:,.1f} MB with {free / 1e6:,.1f} MB free. Nothing was written under that name; "
+            f"free some space there (df -h {path.parent}) or write to a folder on another disk, then run again",
+            str(path),
+        )
+
+
+def _says_no_space(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then rename it to `path` (removed on failure)."""
     path = Path(path)
@@ -33,6 +63,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         with os.fdopen(descriptor, "wb") as file:
             write(file)
         os.replace(temporary, path)
+    except Exception as error:
+        # measured before the temporary file goes: its bytes are what filled the disk
+        written = temporary.stat().st_size if temporary.exists() else 0
+        free = shutil.disk_usage(path.parent).free
+        temporary.unlink(missing_ok=True)
+        if _says_no_space(error) or free < DISK_FULL_BELOW:
+            raise DiskFullError(path, written, free) from error
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -38,10 +38,10 @@ ASTRONAUT = IMAGES / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
-def demo_url(request, tmp_path_factory):
+def demo_url(request, module_tmp_path):
     """`deghost demo` serving the tiny engines on a free local port; stopped after the module."""
     engines = demo_engines(request)
-    log = tmp_path_factory.mktemp("demo") / "server.log"
+    log = module_tmp_path / "server.log"
     try:
         with demo_server(engines, log, "--samples", str(IMAGES)) as url:
             yield url

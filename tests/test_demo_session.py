@@ -138,10 +138,10 @@ def _engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
 
 
 @pytest.fixture(scope="module")
-def extra_session(request, tmp_path_factory):
+def extra_session(request, module_tmp_path):
     """The tiny engines plus directions/glasses.npy (usable, not in the manifest) and directions/broken.npy
     (the wrong shape), edited as aligned crops."""
-    folder = _engines_copy(demo_engines(request), tmp_path_factory.mktemp("extra") / "engines")
+    folder = _engines_copy(demo_engines(request), module_tmp_path / "engines")
     pipe = Pipeline.load(folder, backend="onnxruntime", device="cpu")
     shape = (pipe.preset.n_latent, pipe.preset.style_dim)
     np.save(folder / DIRECTIONS_FOLDER / "glasses.npy", np.random.default_rng(3).standard_normal(shape))

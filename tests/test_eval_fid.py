@@ -136,8 +136,8 @@ def test_inception_backbone_has_torchvisions_parameter_count_without_aux_head_an
 
 
 @pytest.fixture(scope="module")
-def inception_file(tmp_path_factory):
-    return write_inception_file(tmp_path_factory.mktemp("fid") / "inception.pth")
+def inception_file(module_tmp_path):
+    return write_inception_file(module_tmp_path / "inception.pth")
 
 
 def test_inception_forward_on_a_small_batch_gives_2048_features_per_image(inception_file):

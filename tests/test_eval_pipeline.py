@@ -19,10 +19,11 @@ ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory):
+def faces(module_tmp_path):
     """10.png, 2.png, 1.png: the portrait, mirrored, and a darker copy (natural order 1, 2, 10)."""
     face = read_image(ASTRONAUT).rgb
-    folder = tmp_path_factory.mktemp("celeba_hq")
+    folder = module_tmp_path / "celeba_hq"
+    folder.mkdir()
     variants = {"10": face, "2": np.ascontiguousarray(face[:, ::-1]), "1": (face * 0.7).astype(np.uint8)}
     for name, rgb in variants.items():
         write_image(folder / f"{name}.png", rgb)

@@ -38,8 +38,9 @@ def fp16_build(fp32_dir: Path, out: Path, stages) -> Manifest:
 
 
 @pytest.fixture(scope="module")
-def fp16_dir(tiny_onnx_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_fp16")
+def fp16_dir(tiny_onnx_dir, module_tmp_path):
+    out = module_tmp_path / "tiny_fp16"
+    out.mkdir()
     fp16_build(tiny_onnx_dir, out, FP16_TESTED)
     return out
 

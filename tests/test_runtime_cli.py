@@ -64,15 +64,16 @@ def deghost_edit(shared_pipe, tiny_onnx_dir):
 
 
 @pytest.fixture(scope="module")
-def folder_run(deghost_edit, tmp_path_factory):
+def folder_run(deghost_edit, module_tmp_path):
     """A folder with an RGB face, a 16-bit grayscale face and a corrupt file, plus a missing file."""
-    inputs = tmp_path_factory.mktemp("inputs")
+    inputs = module_tmp_path / "inputs"
+    inputs.mkdir()
     rgb = read_image(ASTRONAUT).rgb
     cv2.imwrite(str(inputs / "face.png"), cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2BGR))
     gray16 = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
     cv2.imwrite(str(inputs / "gray16.png"), gray16)
     (inputs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    out = tmp_path_factory.mktemp("out")
+    out = module_tmp_path / "out"
     code, stdout, stderr = deghost_edit(str(inputs), str(inputs / "missing.png"), "--out", str(out),
                                         "--suppress", "none", "--batch", "2")
     return {"inputs": inputs, "out": out, "code": code, "stdout": stdout, "stderr": stderr}

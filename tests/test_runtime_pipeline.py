@@ -43,9 +43,9 @@ def faces() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def two_by_two(pipe, faces, tmp_path_factory):
+def two_by_two(pipe, faces, module_tmp_path):
     """Both faces × (smile, a custom direction file with no known class), suppress "none", in one call."""
-    custom = tmp_path_factory.mktemp("directions") / "custom.npy"
+    custom = module_tmp_path / "custom.npy"
     np.save(custom, np.random.default_rng(7).standard_normal((18, 512)))
     return pipe.edit(faces, attribute=["smile", str(custom)], alpha=20.0, suppress="none")
 

@@ -55,9 +55,10 @@ class TinyDiffCam(DiffCam):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
+def photos(module_tmp_path) -> Path:
     """8 crops of the two bundled photos (every other one mirrored), 432–512 px: real image statistics."""
-    folder = tmp_path_factory.mktemp("diffcam_photos")
+    folder = module_tmp_path / "diffcam_photos"
+    folder.mkdir()
     for name in ("astronaut.png", "grace_hopper.jpg"):
         photo = read_image(IMAGES / name).rgb
         side = min(photo.shape[:2])

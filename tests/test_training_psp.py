@@ -83,8 +83,8 @@ def write_arcface_file(path: Path, seed: int = 3) -> Path:
 
 
 @pytest.fixture(scope="module")
-def arcface_file(tmp_path_factory) -> Path:
-    return write_arcface_file(tmp_path_factory.mktemp("arcface") / "model_ir_se50.pth")
+def arcface_file(module_tmp_path) -> Path:
+    return write_arcface_file(module_tmp_path / "model_ir_se50.pth")
 
 
 def test_arcface_loads_the_official_file_layout_strictly_and_embeds_to_unit_norm(arcface_file):
@@ -147,8 +147,9 @@ def test_ranger_early_steps_are_bias_corrected_momentum_centralised_then_looked_
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, arcface_file) -> dict:
-    folder = tmp_path_factory.mktemp("psp_inputs")
+def inputs(module_tmp_path, arcface_file) -> dict:
+    folder = module_tmp_path / "psp_inputs"
+    folder.mkdir()
     photo = read_image(ASTRONAUT).rgb
     for index in range(4):
         top, left = index * 32, index * 48

@@ -31,9 +31,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
+def photos(module_tmp_path) -> Path:
     """8 crops of the astronaut photo (100–256 px, so most are resized), plus a broken file."""
-    folder = tmp_path_factory.mktemp("photos")
+    folder = module_tmp_path / "photos"
+    folder.mkdir()
     photo = read_image(ASTRONAUT).rgb
     for index in range(8):
         side = 256 - 20 * index

@@ -34,9 +34,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
+def pairs(module_tmp_path) -> Path:
     """8 synthetic pairs at 64²."""
-    root = tmp_path_factory.mktemp("pairs")
+    root = module_tmp_path / "pairs"
     photo = read_image(ASTRONAUT).rgb
     for index in range(8):
         top, left = 48 * (index % 4), 80 * (index // 4)
