@@ -44,6 +44,9 @@ class DiskFullError(OSError):
             str(path),
         )
 
+    def __str__(self) -> str:  # the message alone: it already names the file (OSError's adds "[Errno 28]" and it)
+        return self.strerror
+
 
 def _says_no_space(error: BaseException | None) -> bool:
     while error is not None:

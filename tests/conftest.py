@@ -40,6 +40,15 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on its own 2 MiB file system, unmounted after the test (tests/helpers/small_disk.py)."""
+    from tests.helpers.small_disk import small_disk_at
+
+    with small_disk_at(tmp_path / "small_disk") as folder:
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def module_tmp_path(request, tmp_path_factory):
     """A folder that lives as long as the test module, removed when the module ends: module-scoped fixtures

@@ -1,41 +1,21 @@
 """Atomic writes: the target is replaced whole or not at all, and a disk that fills up is said in words.
 
-The disk-full cases write into a real 2 MiB tmpfs mounted for the test (skipped where mounting is not
-allowed), the way a checkpoint write fails on a full CI disk: torch.save's own error there reads
-"[enforce fail at inline_container.cc:672] . unexpected pos", which names neither the disk nor the fix.
+The disk-full cases write into a real 2 MiB tmpfs (the small_disk fixture), the way a checkpoint write
+fails on a full CI disk: torch.save's own error there reads "[enforce fail at inline_container.cc:672] .
+unexpected pos", which names neither the disk nor the fix.
 """
 
 from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 
 import pytest
 import torch
 
 from deghost.files import DiskFullError, atomic_write, atomic_write_bytes
-from training.resume import atomic_save
-
-TMPFS_BYTES = 2 << 20
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A folder on its own 2 MiB file system, unmounted after the test."""
-    folder = tmp_path / "small_disk"
-    folder.mkdir()
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("needs the mount command to make a small file system")
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a 2 MiB tmpfs needs root with CAP_SYS_ADMIN: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+from deghost.training.resume import atomic_save
+from tests.helpers.small_disk import SMALL_DISK_BYTES
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
@@ -61,7 +41,7 @@ def test_bytes_that_do_not_fit_raise_a_disk_full_error_naming_the_file_and_the_f
     assert "df -h" in str(error) and "another disk" in str(error)
     assert target.read_bytes() == b"old"
     assert [p.name for p in small_disk.iterdir()] == ["image.png"]
-    assert shutil.disk_usage(small_disk).free > TMPFS_BYTES // 2  # the partial temporary file was removed
+    assert shutil.disk_usage(small_disk).free > SMALL_DISK_BYTES // 2  # the partial temporary file was removed
 
 
 def test_a_checkpoint_too_big_for_the_disk_says_so_instead_of_torchs_unexpected_pos(small_disk):

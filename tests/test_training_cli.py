@@ -97,6 +97,22 @@ def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
         assert [row["step"] for row in csv.DictReader(file)] == ["1"]
 
 
+def test_a_disk_that_fills_up_stops_training_with_a_message_not_a_traceback(tmp_path, small_disk, capsys):
+    photo = read_image(ASTRONAUT).rgb
+    for index in range(2):
+        write_image(tmp_path / "faces" / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+    assert run("synthesize", "--sources", str(tmp_path / "faces"), "--out", str(tmp_path / "pairs"),
+               "--size", "32") == 0
+    # width 16: ~3 MB of checkpoint (weights and Adam moments) for a 2 MiB disk
+    assert run("suppressor", "--data", str(tmp_path / "pairs"), "--out", str(small_disk / "run"),
+               "--iterations", "1", "--batch-size", "2", "--width", "16", "--disc-size", "8",
+               "--workers", "0", "--random-vgg") == 1
+    error = capsys.readouterr().err
+    assert error.splitlines()[-1].startswith("deghost train: error: no space left on the disk holding")
+    assert "checkpoint-00000001.pt" in error and "Traceback" not in error
+    assert not [p for p in (small_disk / "run").rglob("*.pt*")]  # no checkpoint, whole or partial
+
+
 def test_a_missing_dataset_is_reported_without_a_traceback(tmp_path, capsys):
     assert run("suppressor", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"),
                "--random-vgg") == 1

@@ -164,11 +164,12 @@ def config_from_args(args: argparse.Namespace, config_class):
 
 def _errors():
     """The errors that mean a wrong input or a stopped run, not a bug: reported without a traceback."""
+    from deghost.files import DiskFullError
     from deghost.runtime.images import ImageError
     from deghost.training.checkpoints import CheckpointError
     from deghost.training.loop import TrainingDiverged
 
-    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged
+    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged, DiskFullError
 
 
 def _fail(error: Exception) -> int:

@@ -6,14 +6,16 @@ A recipe's loop reads:
 
     (inside distributed.run(_train, config), which passes the process group's `context`)
     start, last = resume_or_seed(config, parts, context)          # resume.py
-    log = RunLog(run / "log.csv", ("step", …), start, config.iterations, context.is_main)
-    batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
-    for step in range(start, end):
-        … one update from next(batches) …
-        values = check_finite(terms, step + 1, last, context)
-        log.update(step + 1, values, (step + 1) % config.log_every == 0)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)   # resume.py
+    with RunLog(run / "log.csv", ("step", …), start, config.iterations, context.is_main) as log:
+        batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
+        for step in range(start, end):
+            … one update from next(batches) …
+            values = check_finite(terms, step + 1, last, context)
+            log.update(step + 1, values, (step + 1) % config.log_every == 0)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)   # resume.py
+
+(the `with` closes the bar and the CSV also when the run stops on an error, before the error is printed)
 """
 
 from __future__ import annotations
@@ -130,6 +132,12 @@ class RunLog:
         if self.enabled:
             self.bar.close()
             self.file.close()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def write_sample_grid(path: Path, columns: dict[str, Tensor], rows: int = 4) -> None:

@@ -65,27 +65,26 @@ def _train(config: SuppressorConfig, context: distributed.Context) -> Path:
     ddp_discriminator = distributed.wrap(discriminator, context) if discriminator is not None else None
     autocast = mixed_precision(config.amp, context.device)
     end = min(config.iterations, config.stop_at or config.iterations)
-    log = RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main)
-    batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
-    for step in range(start, end):
-        batch = {name: value.to(context.device, non_blocking=True) for name, value in next(batches).items()}
-        distributed.set_dropout_stream(model, step_stream(config.seed, step))
-        with autocast:
-            output = ddp_model(torch.cat([batch["image"], batch["fused"]], 1))
-        terms = suppressor_step(output, batch["target"], perceptual, discriminator, optimizer, config, autocast)
-        scheduler.step()
-        if discriminator is not None:
-            terms |= discriminator_step(output.detach(), batch["target"], ddp_discriminator, d_optimizer,
-                                        config, step, autocast)
-            d_scheduler.step()
-        values = check_finite(terms, step + 1, last, context)
-        log.update(step + 1, {"lr": scheduler.get_last_lr()[0], **values}, (step + 1) % config.log_every == 0)
-        if context.is_main and (step + 1) % config.sample_every == 0:
-            write_samples(run / "samples" / f"step-{step + 1:08d}.png", batch, output)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context,
-                                    {"perceptual_network": perceptual_label(config)})
-    log.close()
+    with RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main) as log:
+        batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
+        for step in range(start, end):
+            batch = {name: value.to(context.device, non_blocking=True) for name, value in next(batches).items()}
+            distributed.set_dropout_stream(model, step_stream(config.seed, step))
+            with autocast:
+                output = ddp_model(torch.cat([batch["image"], batch["fused"]], 1))
+            terms = suppressor_step(output, batch["target"], perceptual, discriminator, optimizer, config, autocast)
+            scheduler.step()
+            if discriminator is not None:
+                terms |= discriminator_step(output.detach(), batch["target"], ddp_discriminator, d_optimizer,
+                                            config, step, autocast)
+                d_scheduler.step()
+            values = check_finite(terms, step + 1, last, context)
+            log.update(step + 1, {"lr": scheduler.get_last_lr()[0], **values}, (step + 1) % config.log_every == 0)
+            if context.is_main and (step + 1) % config.sample_every == 0:
+                write_samples(run / "samples" / f"step-{step + 1:08d}.png", batch, output)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context,
+                                        {"perceptual_network": perceptual_label(config)})
     return last
 
 

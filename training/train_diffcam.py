@@ -82,24 +82,23 @@ def _train(config, encoder, generator, directions, classes, classifier, context)
     if context.is_main:
         report_skipped(dataset, run)
     end = min(config.iterations, config.stop_at or config.iterations)
-    log = RunLog(run / "log.csv", ("step", "lr", "loss", "accuracy"), start, config.iterations, context.is_main)
-    batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
-    for step in range(start, end):
-        images = next(batches).to(device, non_blocking=True)
-        drawn = draw_directions(len(classes), config.batch_size, config.seed, step, context)
-        recon, edit = edit_pairs(encoder, generator, directions[drawn], images, config)
-        logits = ddp_classifier(recon, edit)
-        loss = F.cross_entropy(logits, labels[drawn])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        accuracy = (logits.detach().argmax(1) == labels[drawn]).float().mean()
-        values = check_finite({"loss": loss.detach(), "accuracy": accuracy}, step + 1, last, context)
-        log.update(step + 1, {"lr": scheduler.get_last_lr()[0], **values}, (step + 1) % config.log_every == 0)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
-    log.close()
+    with RunLog(run / "log.csv", ("step", "lr", "loss", "accuracy"), start, config.iterations, context.is_main) as log:
+        batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
+        for step in range(start, end):
+            images = next(batches).to(device, non_blocking=True)
+            drawn = draw_directions(len(classes), config.batch_size, config.seed, step, context)
+            recon, edit = edit_pairs(encoder, generator, directions[drawn], images, config)
+            logits = ddp_classifier(recon, edit)
+            loss = F.cross_entropy(logits, labels[drawn])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            accuracy = (logits.detach().argmax(1) == labels[drawn]).float().mean()
+            values = check_finite({"loss": loss.detach(), "accuracy": accuracy}, step + 1, last, context)
+            log.update(step + 1, {"lr": scheduler.get_last_lr()[0], **values}, (step + 1) % config.log_every == 0)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
     if context.is_main:
         atomic_save(classifier.state_dict(), run / WEIGHTS_FILE)
     return last

@@ -188,24 +188,23 @@ def _train(config: PSPConfig, context) -> Path:
     start, last = resume_or_seed(config, parts, context)
     ddp_model = distributed.wrap(model, context)
     end = min(config.iterations, config.stop_at or config.iterations)
-    log = RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main, "pSp")
-    batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
-    for step in range(start, end):
-        images = next(batches).to(context.device, non_blocking=True)
-        output, w = ddp_model(images)
-        terms = psp_losses(output, images, w, model.latent_avg, identity, lpips, config)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
-        values = check_finite({k: v.detach() for k, v in terms.items()}, step + 1, last, context)
-        log.update(step + 1, {"lr": config.lr, **values}, (step + 1) % config.log_every == 0)
-        if context.is_main and (step + 1) % config.sample_every == 0:
-            write_sample_grid(run / "samples" / f"step-{step + 1:08d}.png", {"target": images, "output": output})
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
-            if context.is_main:
-                atomic_save(psp_state(model, config), run / PSP_FILE)
-    log.close()
+    with RunLog(run / "log.csv", ("step", "lr", *TERMS), start, config.iterations, context.is_main, "pSp") as log:
+        batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
+        for step in range(start, end):
+            images = next(batches).to(context.device, non_blocking=True)
+            output, w = ddp_model(images)
+            terms = psp_losses(output, images, w, model.latent_avg, identity, lpips, config)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            values = check_finite({k: v.detach() for k, v in terms.items()}, step + 1, last, context)
+            log.update(step + 1, {"lr": config.lr, **values}, (step + 1) % config.log_every == 0)
+            if context.is_main and (step + 1) % config.sample_every == 0:
+                write_sample_grid(run / "samples" / f"step-{step + 1:08d}.png", {"target": images, "output": output})
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context)
+                if context.is_main:
+                    atomic_save(psp_state(model, config), run / PSP_FILE)
     return run / PSP_FILE
 
 

@@ -177,75 +177,74 @@ def _train(config: StyleGAN2Config, context: distributed.Context) -> Path:
     path_batch = max(1, config.batch_size // config.path_batch_shrink) * context.world_size
     accum = 0.5 ** (global_batch / config.ema_half_life)
     end = min(config.iterations, config.stop_at or config.iterations)
-    log = RunLog(run / "log.csv", ("step", *TERMS), start, config.iterations, context.is_main, "stylegan2")
-    batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
+    with RunLog(run / "log.csv", ("step", *TERMS), start, config.iterations, context.is_main, "stylegan2") as log:
+        batches = batch_stream(dataset, config.batch_size, context, start, config.seed, config.workers)
 
-    def aug(images: Tensor, step: int, purpose: str) -> Tensor:
-        p = ada.p if config.augment else 0.0
-        return augment(images, p, step_generator(config.seed, step, purpose), context)
+        def aug(images: Tensor, step: int, purpose: str) -> Tensor:
+            p = ada.p if config.augment else 0.0
+            return augment(images, p, step_generator(config.seed, step, purpose), context)
 
-    for step in range(start, end):
-        real = next(batches).to(device)
-        # Discriminator: fakes without a graph to G.
-        g.requires_grad_(False)
-        d.requires_grad_(True)
-        with torch.no_grad():
-            fake, _ = plain_g(*draw_latents(g, global_batch, config.mixing,
-                                            step_generator(config.seed, step, "d_latents"), context))
-        fake_logits = ddp_d(aug(fake, step, "d_augment_fake"))
-        real_logits = ddp_d(aug(real, step, "d_augment_real"))
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        d_optim.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_optim.step()
-        if config.augment and config.augment_p == 0:
-            ada.tune(real_logits, context)
-        r1 = torch.zeros((), device=device)
-        if step % config.d_reg_every == 0:
-            real = real.detach().requires_grad_(True)
-            logits = ddp_d(aug(real, step, "r1_augment"))
-            r1 = r1_penalty(logits, real)
+        for step in range(start, end):
+            real = next(batches).to(device)
+            # Discriminator: fakes without a graph to G.
+            g.requires_grad_(False)
+            d.requires_grad_(True)
+            with torch.no_grad():
+                fake, _ = plain_g(*draw_latents(g, global_batch, config.mixing,
+                                                step_generator(config.seed, step, "d_latents"), context))
+            fake_logits = ddp_d(aug(fake, step, "d_augment_fake"))
+            real_logits = ddp_d(aug(real, step, "d_augment_real"))
+            d_loss = discriminator_loss(real_logits, fake_logits)
             d_optim.zero_grad(set_to_none=True)
-            (config.r1 / 2 * r1 * config.d_reg_every + 0 * logits[0]).sum().backward()
+            d_loss.backward()
             d_optim.step()
-        # Generator: gradients through the discriminator (frozen, unwrapped: no DDP sync for it).
-        g.requires_grad_(True)
-        d.requires_grad_(False)
-        fake, _ = ddp_g(*draw_latents(g, global_batch, config.mixing, step_generator(config.seed, step, "g_latents"),
-                                      context))
-        g_loss = generator_adversarial_loss(d(aug(fake, step, "g_augment")))
-        g_optim.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_optim.step()
-        path = torch.zeros((), device=device)
-        if step % config.g_reg_every == 0:
-            stream = step_generator(config.seed, step, "path")
-            fake, wplus = ddp_g(*draw_latents(g, path_batch, config.mixing, stream, context))
-            noise = distributed.own_rows(torch.randn(path_batch, *fake.shape[1:], generator=stream), context)
-            noise = noise.to(device) / math.sqrt(fake.shape[2] * fake.shape[3])
-            (gradient,) = torch.autograd.grad((fake * noise).sum(), wplus, create_graph=True)
-            lengths = gradient.square().sum(2).mean(1).sqrt()
-            batch_mean = distributed.mean_over_processes(lengths.detach().mean(), context).item()
-            state.mean_path_length += config.path_decay * (batch_mean - state.mean_path_length)
-            path = (lengths - state.mean_path_length).square().mean()
+            if config.augment and config.augment_p == 0:
+                ada.tune(real_logits, context)
+            r1 = torch.zeros((), device=device)
+            if step % config.d_reg_every == 0:
+                real = real.detach().requires_grad_(True)
+                logits = ddp_d(aug(real, step, "r1_augment"))
+                r1 = r1_penalty(logits, real)
+                d_optim.zero_grad(set_to_none=True)
+                (config.r1 / 2 * r1 * config.d_reg_every + 0 * logits[0]).sum().backward()
+                d_optim.step()
+            # Generator: gradients through the discriminator (frozen, unwrapped: no DDP sync for it).
+            g.requires_grad_(True)
+            d.requires_grad_(False)
+            fake, _ = ddp_g(*draw_latents(g, global_batch, config.mixing,
+                                          step_generator(config.seed, step, "g_latents"), context))
+            g_loss = generator_adversarial_loss(d(aug(fake, step, "g_augment")))
             g_optim.zero_grad(set_to_none=True)
-            (config.path_regularize * config.g_reg_every * path + 0 * fake[0, 0, 0, 0]).backward()
+            g_loss.backward()
             g_optim.step()
-        accumulate(g_ema, g, accum)
-        terms = {"d": d_loss.detach(), "g": g_loss.detach(), "r1": r1.detach(), "path": path.detach(),
-                 "mean_path_length": torch.tensor(state.mean_path_length),
-                 "real_score": real_logits.detach().mean(), "fake_score": fake_logits.detach().mean(),
-                 "ada_p": torch.tensor(ada.p if config.augment else 0.0)}
-        values = check_finite(terms, step + 1, last, context)
-        log.update(step + 1, values, (step + 1) % config.log_every == 0)
-        if context.is_main and (step + 1) % config.sample_every == 0:
-            write_samples(run / "samples" / f"step-{step + 1:08d}.png", g_ema, config.seed)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-            extra = {"args": rosinality_args(config, context.world_size),
-                     "ada_aug_p": ada.p if config.augment else 0.0,
-                     "latent_avg": latent_average(g_ema, config.latent_avg_samples, config.seed)}
-            last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context, extra)
-    log.close()
+            path = torch.zeros((), device=device)
+            if step % config.g_reg_every == 0:
+                stream = step_generator(config.seed, step, "path")
+                fake, wplus = ddp_g(*draw_latents(g, path_batch, config.mixing, stream, context))
+                noise = distributed.own_rows(torch.randn(path_batch, *fake.shape[1:], generator=stream), context)
+                noise = noise.to(device) / math.sqrt(fake.shape[2] * fake.shape[3])
+                (gradient,) = torch.autograd.grad((fake * noise).sum(), wplus, create_graph=True)
+                lengths = gradient.square().sum(2).mean(1).sqrt()
+                batch_mean = distributed.mean_over_processes(lengths.detach().mean(), context).item()
+                state.mean_path_length += config.path_decay * (batch_mean - state.mean_path_length)
+                path = (lengths - state.mean_path_length).square().mean()
+                g_optim.zero_grad(set_to_none=True)
+                (config.path_regularize * config.g_reg_every * path + 0 * fake[0, 0, 0, 0]).backward()
+                g_optim.step()
+            accumulate(g_ema, g, accum)
+            terms = {"d": d_loss.detach(), "g": g_loss.detach(), "r1": r1.detach(), "path": path.detach(),
+                     "mean_path_length": torch.tensor(state.mean_path_length),
+                     "real_score": real_logits.detach().mean(), "fake_score": fake_logits.detach().mean(),
+                     "ada_p": torch.tensor(ada.p if config.augment else 0.0)}
+            values = check_finite(terms, step + 1, last, context)
+            log.update(step + 1, values, (step + 1) % config.log_every == 0)
+            if context.is_main and (step + 1) % config.sample_every == 0:
+                write_samples(run / "samples" / f"step-{step + 1:08d}.png", g_ema, config.seed)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+                extra = {"args": rosinality_args(config, context.world_size),
+                         "ada_aug_p": ada.p if config.augment else 0.0,
+                         "latent_avg": latent_average(g_ema, config.latent_avg_samples, config.seed)}
+                last = write_checkpoint(run / "checkpoints", step + 1, parts, config, context, extra)
     return last
 
 
