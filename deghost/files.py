@@ -56,6 +56,15 @@ def _says_no_space(error: BaseException | None) -> bool:
     return False
 
 
+def disk_full(error: BaseException, path: Path, written: int) -> DiskFullError | None:
+    """The DiskFullError that `error`, raised while `written` bytes of `path` were out, stands for, if the disk
+    holding `path` filled up (call it before removing the partial file); None for any other failure."""
+    free = shutil.disk_usage(path.parent).free
+    if _says_no_space(error) or free < DISK_FULL_BELOW:
+        return DiskFullError(path, written, free)
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then rename it to `path` (removed on failure)."""
     path = Path(path)
@@ -67,12 +76,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             write(file)
         os.replace(temporary, path)
     except Exception as error:
-        # measured before the temporary file goes: its bytes are what filled the disk
-        written = temporary.stat().st_size if temporary.exists() else 0
-        free = shutil.disk_usage(path.parent).free
+        # judged before the temporary file goes: its bytes are what filled the disk
+        full = disk_full(error, path, temporary.stat().st_size if temporary.exists() else 0)
         temporary.unlink(missing_ok=True)
-        if _says_no_space(error) or free < DISK_FULL_BELOW:
-            raise DiskFullError(path, written, free) from error
+        if full is not None:
+            raise full from error
         raise
     except BaseException:
         temporary.unlink(missing_ok=True)

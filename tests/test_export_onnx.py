@@ -12,6 +12,7 @@ from torch import nn
 
 from deghost.export import onnx_export, sources
 from deghost.export.onnx_export import PARITY_BOUNDS, ParityError
+from deghost.files import DiskFullError
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
 from deghost.stages import BATCH, STAGE_NAMES, Stage, TensorSpec, stage_table
@@ -89,6 +90,19 @@ def test_write_onnx_moves_the_weights_to_a_data_file_only_above_the_size_limit(t
     b = onnx_export.run_onnxruntime(onnx_export.onnxruntime_session(split), feeds)["y"]
     np.testing.assert_array_equal(a, b)
     assert onnx_export.read_metadata(split)["deghost.stage"] == "toy"
+
+
+@pytest.mark.parametrize("external_above", [onnx_export.PROTOBUF_LIMIT, 1 << 20], ids=["one file", "data file"])
+def test_a_graph_bigger_than_the_free_disk_raises_a_disk_full_error_naming_it(small_disk, external_above):
+    """y = x + w with 4 MB of weights, written to a 2 MiB disk as one file or with a data file."""
+    helper = onnx.helper
+    weights = onnx.numpy_helper.from_array(np.ones(1 << 20, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1 << 20])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1 << 20])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(DiskFullError, match=r"writing big\.onnx stopped after"):
+        onnx_export.write_onnx(model, small_disk / "big.onnx", external_above=external_above)
 
 
 class CountsCalls(nn.Module):
