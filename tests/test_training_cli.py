@@ -97,6 +97,7 @@ def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
         assert [row["step"] for row in csv.DictReader(file)] == ["1"]
 
 
+@pytest.mark.filterwarnings("ignore:--random-vgg")
 def test_a_disk_that_fills_up_stops_training_with_a_message_not_a_traceback(tmp_path, small_disk, capsys):
     photo = read_image(ASTRONAUT).rgb
     for index in range(2):
