@@ -137,6 +137,26 @@ def test_synthesize_on_ray_makes_the_local_runs_dataset(ray_cluster, tmp_path):
     assert (again.made, again.already_done) == (0, 3)
 
 
+def test_pipeline_pairs_on_ray_run_on_the_backend_and_precision_asked_for(ray_cluster, tiny, tmp_path):
+    """OpenVINO bf16 in the actor, one thread: the local run's pairs, byte for byte."""
+    from deghost.runtime.pipeline import Pipeline
+    from deghost.training.data import PipelineGhosting, synthesize_pairs
+    from deghost.training.ray_synthesis import synthesize_pairs_ray
+
+    _faces(tmp_path / "in", 2)
+    options = dict(backend="openvino", precision="bf16", device="cpu", threads=1)
+    with Pipeline.load(tiny, **options) as pipe:
+        local = synthesize_pairs(tmp_path / "in", tmp_path / "local", PipelineGhosting(pipe), pipe.preset.image_size,
+                                 progress=False)
+    distributed = synthesize_pairs_ray(tmp_path / "in", tmp_path / "ray", "pipeline", engines=tiny, progress=False,
+                                       **options)
+    assert distributed.made == local.made == 2
+    made = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.png"))
+    assert made and made == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.png"))
+    for relative in made:
+        assert (tmp_path / "ray" / relative).read_bytes() == (tmp_path / "local" / relative).read_bytes(), relative
+
+
 @pytest.fixture(scope="module")
 def service(ray_cluster, tiny):
     from ray import serve

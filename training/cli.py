@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from deghost.presets import DEFAULT_PRESET, PRESETS
+from deghost.runtime.cli_options import add_backend_options
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
 from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
@@ -43,7 +44,6 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
                             "pipeline: the exported pipeline with suppress=none (default: %(default)s)")
     synthesize.add_argument("--engines", default="engines", metavar="DIR",
                             help="engine folder for --source pipeline (default: %(default)s)")
-    synthesize.add_argument("--backend", default="auto", help="pipeline backend: auto, tensorrt, onnxruntime")
     synthesize.add_argument("--size", type=int, metavar="SIDE",
                             help="image side (default: 1024 synthetic; the engines' side for the pipeline)")
     synthesize.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="edit strength (default: %(default)s)")
@@ -57,6 +57,8 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     synthesize.add_argument("--ray-workers", type=int, default=1, metavar="N",
                             help="with --ray: actors, one ghosting source each (default: %(default)s; a GPU "
                             "cluster: one per GPU)")
+    add_backend_options(synthesize.add_argument_group("--source pipeline: how the engines run (as deghost edit)"),
+                        threads_scope=" (with --ray: per actor)")
     synthesize.set_defaults(run=_synthesize)
 
     suppressor = commands.add_parser(
@@ -165,11 +167,12 @@ def config_from_args(args: argparse.Namespace, config_class):
 def _errors():
     """The errors that mean a wrong input or a stopped run, not a bug: reported without a traceback."""
     from deghost.files import DiskFullError
+    from deghost.runtime.backends import BackendError
     from deghost.runtime.images import ImageError
     from deghost.training.checkpoints import CheckpointError
     from deghost.training.loop import TrainingDiverged
 
-    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged, DiskFullError
+    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged, DiskFullError, BackendError
 
 
 def _fail(error: Exception) -> int:
@@ -187,7 +190,8 @@ def _synthesize(args: argparse.Namespace) -> int:
         if args.source == "pipeline":
             from deghost.runtime.pipeline import Pipeline
 
-            ghosting = PipelineGhosting(Pipeline.load(args.engines, backend=args.backend))
+            ghosting = PipelineGhosting(Pipeline.load(args.engines, backend=args.backend, threads=args.threads,
+                                                      precision=args.precision, device=args.device))
             size = args.size or ghosting.size
         else:
             ghosting, size = SyntheticGhosting(), args.size or 1024
@@ -213,7 +217,8 @@ def _synthesize_on_ray(args: argparse.Namespace) -> int:
     try:
         report = synthesize_pairs_ray(args.sources, args.out, args.source, args.engines, args.backend, args.size,
                                       args.alpha, args.seed, args.attributes, args.batch_size,
-                                      None if args.ray == "local" else args.ray, args.ray_workers)
+                                      None if args.ray == "local" else args.ray, args.ray_workers, args.threads,
+                                      precision=args.precision, device=args.device)
     except (*_errors(), RayMissingError) as error:
         return _fail(error)
     print(_synthesis_summary(report, args.out))

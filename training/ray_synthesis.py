@@ -36,13 +36,15 @@ from .data import (
 class SynthesisActor:
     """One Ray actor: one ghosting source; each call makes one batch of pairs → their manifest entries."""
 
-    def __init__(self, source: str, engines: str, backend: str, threads: int | None, out: str, settings: dict):
+    def __init__(self, source: str, engines: str, backend: str, threads: int | None, out: str, settings: dict,
+                 precision: str | None = None, device: str = "auto"):
         if source == "pipeline":
             from deghost.runtime.pipeline import Pipeline
 
             from .data import PipelineGhosting
 
-            self.ghosting = PipelineGhosting(Pipeline.load(engines, backend=backend, threads=threads))
+            self.ghosting = PipelineGhosting(Pipeline.load(engines, backend=backend, threads=threads,
+                                                           precision=precision, device=device))
         else:
             from .synthetic import SyntheticGhosting
 
@@ -63,7 +65,8 @@ class SynthesisActor:
 def synthesize_pairs_ray(sources: str | Path, out: str | Path, source: str = "synthetic", engines: str = "engines",
                          backend: str = "auto", size: int | None = None, alpha: float = DEFAULT_ALPHA, seed: int = 0,
                          attributes=PAPER_ATTRIBUTES, batch_size: int = 1, address: str | None = None,
-                         workers: int = 1, threads: int | None = None, progress: bool = True) -> SynthesisReport:
+                         workers: int = 1, threads: int | None = None, progress: bool = True,
+                         precision: str | None = None, device: str = "auto") -> SynthesisReport:
     """`data.synthesize_pairs` on Ray: same dataset folder, manifest and report (module docstring)."""
     sources, out = Path(sources), Path(out)
     if size is None:
@@ -91,7 +94,8 @@ def synthesize_pairs_ray(sources: str | Path, out: str | Path, source: str = "sy
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=cpus / workers, fn_constructor_kwargs=dict(
                     source=source, engines=str(engines), backend=backend,
-                    threads=threads or max(1, cpus // workers), out=str(out), settings=settings),
+                    threads=threads or max(1, cpus // workers), out=str(out), settings=settings,
+                    precision=precision, device=device),
                 max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
             )
             with (out / "manifest.jsonl").open("a", encoding="utf-8") as manifest, tqdm(
