@@ -35,11 +35,12 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 class DiskFullError(OSError):
     """The disk holding `path` filled up while it was written; nothing was left under its name."""
 
-    def __init__(self, path: Path, written: int, free: int):
+    def __init__(self, path: Path, written: int, free: int | None):
+        left = "" if free is None else f" with {free / 1e6:,.1f} MB free"
         super().__init__(
             errno.ENOSPC,
             f"no space left on the disk holding {path.parent}: writing {path.name} stopped after "
-            f"{written / 1e6:,.1f} MB with {free / 1e6:,.1f} MB free. Nothing was written under that name; "
+            f"{written / 1e6:,.1f} MB{left}. Nothing was written under that name; "
             f"free some space there (df -h {path.parent}) or write to a folder on another disk, then run again",
             str(path),
         )
@@ -59,8 +60,11 @@ def _says_no_space(error: BaseException | None) -> bool:
 def disk_full(error: BaseException, path: Path, written: int) -> DiskFullError | None:
     """The DiskFullError that `error`, raised while `written` bytes of `path` were out, stands for, if the disk
     holding `path` filled up (call it before removing the partial file); None for any other failure."""
-    free = shutil.disk_usage(path.parent).free
-    if _says_no_space(error) or free < DISK_FULL_BELOW:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:  # the folder went away or cannot be read: judge by the error alone
+        free = None
+    if _says_no_space(error) or (free is not None and free < DISK_FULL_BELOW):
         return DiskFullError(path, written, free)
     return None
 

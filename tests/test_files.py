@@ -31,6 +31,17 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
 
 
+def test_a_failure_that_also_removed_the_folder_is_raised_as_it_is(tmp_path):
+    folder = tmp_path / "run"
+
+    def remove_the_folder_then_fail(file):
+        shutil.rmtree(folder)
+        raise ValueError("stopped")
+
+    with pytest.raises(ValueError, match="stopped"):
+        atomic_write(folder / "weights.pt", remove_the_folder_then_fail)
+
+
 def test_bytes_that_do_not_fit_raise_a_disk_full_error_naming_the_file_and_the_fix(small_disk):
     target = atomic_write_bytes(small_disk / "image.png", b"old")
     with pytest.raises(DiskFullError) as caught:
