@@ -13,7 +13,8 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -57,16 +58,21 @@ def _says_no_space(error: BaseException | None) -> bool:
     return False
 
 
-def disk_full(error: BaseException, path: Path, written: int) -> DiskFullError | None:
-    """The DiskFullError that `error`, raised while `written` bytes of `path` were out, stands for, if the disk
-    holding `path` filled up (call it before removing the partial file); None for any other failure."""
+@contextmanager
+def disk_full_reported(path: Path, partial: Sequence[Path]) -> Iterator[None]:
+    """Around a write of `path`: an error raised because its disk filled up becomes a DiskFullError, judged
+    while the `partial` files are still there (their bytes are what filled it; the caller removes them)."""
     try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:  # the folder went away or cannot be read: judge by the error alone
-        free = None
-    if _says_no_space(error) or (free is not None and free < DISK_FULL_BELOW):
-        return DiskFullError(path, written, free)
-    return None
+        yield
+    except Exception as error:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:  # the folder went away or cannot be read: judge by the error alone
+            free = None
+        if _says_no_space(error) or (free is not None and free < DISK_FULL_BELOW):
+            written = sum(file.stat().st_size for file in partial if file.exists())
+            raise DiskFullError(path, written, free) from error
+        raise
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -75,17 +81,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except Exception as error:
-        # judged before the temporary file goes: its bytes are what filled the disk
-        full = disk_full(error, path, temporary.stat().st_size if temporary.exists() else 0)
-        temporary.unlink(missing_ok=True)
-        if full is not None:
-            raise full from error
-        raise
+        with disk_full_reported(path, [temporary]):
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(descriptor, "wb") as file:
+                write(file)
+            os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

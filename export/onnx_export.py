@@ -28,7 +28,7 @@ import onnx
 
 from deghost import __version__
 from deghost.attributes import ATTRIBUTES
-from deghost.files import disk_full
+from deghost.files import disk_full_reported
 from deghost.stages import BATCH, Stage
 
 if TYPE_CHECKING:  # torch is imported where a graph is traced or run, so the build's --help stays fast
@@ -138,18 +138,12 @@ def data_file(path: Path) -> Path:
 def write_onnx(model: onnx.ModelProto, path: Path, external_above: int = PROTOBUF_LIMIT) -> Path:
     """Save `model` as one file, or with its weights in `<path>.data` when it exceeds `external_above` bytes.
     A disk that fills up raises DiskFullError (the caller's staging folder holds the partial files)."""
-    try:
+    with disk_full_reported(path, [path, data_file(path)]):
         if model.ByteSize() > external_above:
             onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_file(path).name, size_threshold=1024)
         else:
             path.write_bytes(model.SerializeToString())
-    except OSError as error:
-        written = sum(p.stat().st_size for p in (path, data_file(path)) if p.exists())
-        full = disk_full(error, path, written)
-        if full is not None:
-            raise full from error
-        raise
     onnx.checker.check_model(str(path))  # from the path: also works above 2 GB
     return path
 
