@@ -24,6 +24,13 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def write_two_faces(folder: Path) -> None:
+    """Two overlapping 256² crops of the astronaut photo."""
+    photo = read_image(ASTRONAUT).rgb
+    for index in range(2):
+        write_image(folder / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+
+
 def run(*argv: str) -> int:
     args = parser().parse_args(["train", *argv])
     return args.run(args)
@@ -81,9 +88,7 @@ def test_synthesize_runs_the_pipeline_on_the_backend_and_precision_asked_for(tmp
     differ by bf16 rounding only; bf16 on ONNX Runtime is refused (the options reach the pipeline)."""
     from deghost.training.data import read_manifest
 
-    photo = read_image(ASTRONAUT).rgb
-    for index in range(2):
-        write_image(tmp_path / "faces" / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+    write_two_faces(tmp_path / "faces")
     common = ("synthesize", "--sources", str(tmp_path / "faces"), "--source", "pipeline",
               "--engines", str(tiny_onnx_dir), "--device", "cpu", "--threads", "2")
     assert run(*common, "--out", str(tmp_path / "fp32"), "--backend", "onnxruntime") == 0
@@ -101,9 +106,7 @@ def test_synthesize_runs_the_pipeline_on_the_backend_and_precision_asked_for(tmp
 
 @pytest.mark.filterwarnings("ignore:--random-vgg")
 def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
-    photo = read_image(ASTRONAUT).rgb
-    for index in range(2):
-        write_image(tmp_path / "faces" / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+    write_two_faces(tmp_path / "faces")
     (tmp_path / "faces" / "broken.jpg").write_bytes(b"not a jpeg")
     assert run("synthesize", "--sources", str(tmp_path / "faces"), "--out", str(tmp_path / "pairs"),
                "--size", "32") == 0
@@ -123,9 +126,7 @@ def test_synthesize_then_train_from_the_command_line(tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:--random-vgg")
 def test_a_disk_that_fills_up_stops_training_with_a_message_not_a_traceback(tmp_path, small_disk, capsys):
-    photo = read_image(ASTRONAUT).rgb
-    for index in range(2):
-        write_image(tmp_path / "faces" / f"{index}.png", photo[index * 100 : index * 100 + 256, :256])
+    write_two_faces(tmp_path / "faces")
     assert run("synthesize", "--sources", str(tmp_path / "faces"), "--out", str(tmp_path / "pairs"),
                "--size", "32") == 0
     # width 16: ~3 MB of checkpoint (weights and Adam moments) for a 2 MiB disk
