@@ -34,7 +34,7 @@ def main() -> None:
     peaks = cpu_peaks()
     print("peaks", peaks, flush=True)
     stages = stage_rows(Manifest.load(args.engines), args.preset, list(STAGES), gflop, peaks, threads=None, repeats=1)
-    end_to_end = end_to_end_rows(args.engines.resolve(), faces(1)[0], threads=None, rounds=1)
+    end_to_end = end_to_end_rows(args.engines.resolve(), faces(1)[0], None, gflop, peaks, rounds=1)
     for row in stages + end_to_end:
         print(row, flush=True)
     report = Report(describe())

@@ -3,8 +3,11 @@ sustained kernel, per precision (`cpu_peaks`); a PyTorch matmul for the GPU."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import platform
+import threading
 import time
 
 
@@ -82,16 +85,70 @@ def cpu_flags() -> tuple[str, set[str], int, float]:
 AMX_BF16_FLOP_PER_CYCLE = 1024  # Intel: one AMX tile unit per core, 1024 BF16 operations per cycle (512 FMAs)
 
 
-def theoretical_peak_gflops() -> dict:
-    """FP32 and BF16 GFLOP/s = cores × clock × FLOP per cycle, from /proc/cpuinfo, with how it was derived.
+# x86-64 machine code, System V ABI: for rdi iterations, 16 dependent `add rax, rdx` (1 cycle of latency
+# each on every x86-64 core; unlike adds of an immediate, no core folds them away), then dec/jnz, which
+# run beside the chain. Returns rax = 16 × iterations, so a caller can check that the chain really ran.
+ADDS_PER_ITERATION = 16
+_ADD_CHAIN_CODE = (bytes.fromhex("4889f9" "31c0" "ba01000000")  # mov rcx, rdi; xor eax, eax; mov edx, 1
+                   + bytes.fromhex("4801d0") * ADDS_PER_ITERATION  # add rax, rdx
+                   + bytes.fromhex("48ffc9" "75cb" "c3"))  # dec rcx; jnz (back 53 bytes); ret
+
+
+def add_chain() -> tuple[object, mmap.mmap] | None:
+    """(function(iterations) → 16 × iterations, its executable page), or None where such code cannot run
+    (not x86-64, or the system refuses executable memory)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not hasattr(mmap, "PROT_EXEC"):
+        return None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError):
+        return None
+    page.write(_ADD_CHAIN_CODE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    # CFUNCTYPE releases the GIL during the call, so one thread per core runs at once.
+    return ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(address), page
+
+
+def measured_clock_ghz(iterations: int = 30_000_000, rounds: int = 3) -> float | None:
+    """The cores' clock with all of them busy, in GHz (the clock a whole-machine kernel gets, boost
+    included): every core runs the dependent-add chain at once, one add per cycle; the best of `rounds`.
+    None where the chain cannot run (see `add_chain`)."""
+    chain = add_chain()
+    if chain is None:
+        return None
+    function, _page = chain
+    cores = os.cpu_count() or 1
+
+    def run(seconds: list[float], index: int) -> None:
+        start = time.perf_counter()
+        function(iterations)
+        seconds[index] = time.perf_counter() - start
+
+    best = 0.0
+    for _ in range(rounds):
+        seconds = [0.0] * cores
+        threads = [threading.Thread(target=run, args=(seconds, i)) for i in range(cores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best = max(best, ADDS_PER_ITERATION * iterations / max(seconds) / 1e9)  # the slowest core bounds all
+    return best
+
+
+def theoretical_peak_gflops(clock_ghz: float | None = None) -> dict:
+    """FP32 and BF16 GFLOP/s = cores × clock × FLOP per cycle, with how it was derived.
 
     FLOP per cycle (FP32) = 2 (an FMA) × FP32 lanes per FMA × 2 FMA pipes (every x86 server core since
     Haswell). AMD Zen 2-4 (families 23, 25) execute 512-bit instructions on 256-bit pipes, so their lanes
     are 8 whatever the ISA. BF16 dot products (avx512_bf16) do twice FP32's multiply-adds per lane; a core
     with AMX (amx_bf16: Intel Sapphire Rapids and later) multiplies BF16 tiles at 1024 FLOP per cycle.
-    The clock is the one /proc/cpuinfo reports (nominal under a hypervisor): boost can exceed it.
+    clock_ghz: the measured all-core clock (`measured_clock_ghz`); None: the nominal one /proc/cpuinfo
+    reports, which boost can exceed (then a kernel can beat the "theoretical" figure).
     """
     vendor, flags, family, mhz = cpu_flags()
+    clock_text = f"{clock_ghz:.2f} GHz measured all-core" if clock_ghz else f"{mhz / 1e3:.2f} GHz nominal"
+    mhz = clock_ghz * 1e3 if clock_ghz else mhz
     bits = 512 if "avx512f" in flags else 256 if "avx2" in flags and "fma" in flags else 128
     if vendor == "AuthenticAMD" and family in (23, 25):
         bits = min(bits, 256)
@@ -105,7 +162,7 @@ def theoretical_peak_gflops() -> dict:
         bf16, how = 2 * fp32, "bf16 dot products 2× fp32"
     else:
         bf16, how = None, "no bf16 instructions"
-    return {"fp32": fp32, "bf16": bf16, "derivation": f"{cores} cores × {mhz / 1e3:.2f} GHz × {per_cycle} FLOP/cycle "
+    return {"fp32": fp32, "bf16": bf16, "derivation": f"{cores} cores × {clock_text} × {per_cycle} FLOP/cycle "
             f"({bits}-bit FMA × 2 pipes); {how}"}
 
 
@@ -137,7 +194,7 @@ def openvino_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -
 def cpu_peaks(torch_module=None) -> dict:
     """{"fp32": GFLOP/s, "bf16": GFLOP/s or None, ...}: the best sustained kernel per precision (a large
     matmul on OpenVINO, and on PyTorch for FP32), beside the theoretical figures."""
-    theory = theoretical_peak_gflops()
+    theory = theoretical_peak_gflops(measured_clock_ghz())
     fp32 = [openvino_matmul_gflops("fp32")]
     if torch_module is not None:
         fp32.append(matmul_peak_gflops(torch_module))

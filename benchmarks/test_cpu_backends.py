@@ -39,7 +39,7 @@ def test_cpu_backends_per_stage_and_end_to_end(benchmark, torch_module, engines,
 
     def measure():
         rows["stages"] = stage_rows(manifest, preset, stages, gflop, peaks, threads)
-        rows["end_to_end"] = end_to_end_rows(engines, faces(1)[0], threads)
+        rows["end_to_end"] = end_to_end_rows(engines, faces(1)[0], threads, gflop, peaks)
         rows["memory"] = []
         for config in CONFIGS:
             probe = run_probe(engines, PROBES[config], "network", threads)

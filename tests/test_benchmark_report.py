@@ -71,3 +71,38 @@ def test_the_theoretical_peak_follows_the_vector_width_and_the_bf16_units(monkey
     peak = machine.theoretical_peak_gflops()
     assert peak["fp32"] == pytest.approx(fp32)
     assert peak["bf16"] == (None if bf16 is None else pytest.approx(bf16))
+
+
+def test_a_measured_clock_replaces_the_nominal_one_in_the_theoretical_peak(monkeypatch):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: ("AuthenticAMD", {"avx512f", "avx2", "fma", "avx512_bf16"}, 25,
+                                                       2600.0))
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    peak = machine.theoretical_peak_gflops(clock_ghz=3.7)
+    assert peak["fp32"] == pytest.approx(2 * 3.7 * 2 * 8 * 2)  # Zen 4: 8 FP32 lanes per FMA pipe
+    assert "3.70 GHz measured" in peak["derivation"]
+
+
+def test_the_clock_is_measured_by_a_chain_of_adds_that_really_runs():
+    chain = machine.add_chain()
+    if chain is None:
+        pytest.skip("no executable memory or not x86-64: the peak falls back to the nominal clock")
+    function, _page = chain
+    assert function(1000) == 16 * 1000  # 16 adds of 1 per iteration
+    clock = machine.measured_clock_ghz(iterations=2_000_000, rounds=2)
+    nominal_ghz = machine.cpu_flags()[3] / 1e3
+    # Any x86-64 core runs between ~1 and ~6 GHz; within a factor of 2.5 of the nominal clock /proc/cpuinfo names.
+    assert 0.8 < clock < 7.0
+    if nominal_ghz:
+        assert nominal_ghz / 2.5 < clock < nominal_ghz * 2.5
+
+
+def test_the_least_time_divides_each_stage_by_the_peak_of_the_precision_it_runs_in():
+    from benchmarks.cpu_backends import least_seconds
+
+    gflop = {"encoder": 100.0, "generator": 300.0, "diffcam": 30.0, "suppressor": 200.0, "deghosting": 1000.0}
+    peaks = {"theoretical fp32": 200.0, "theoretical bf16": 400.0}
+    precisions = {"encoder": "bf16", "generator": "bf16", "diffcam": "fp32", "suppressor": "bf16"}
+    # 100/400 + 300/400 + 30/200 + 200/400; EOGI's deghosting is not part of the network pipeline.
+    assert least_seconds(gflop, peaks, precisions) == pytest.approx(1.65)
+    no_bf16 = {"theoretical fp32": 200.0, "theoretical bf16": None}
+    assert least_seconds(gflop, no_bf16, precisions) == pytest.approx(630 / 200)
