@@ -17,17 +17,25 @@ def add_engines_option(parser: argparse.ArgumentParser) -> None:
 
 def add_backend_options(parser: argparse.ArgumentParser, threads_scope: str = "") -> None:
     """--backend, --device, --precision, --threads (`threads_scope`, e.g. " per replica", ends its help)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT where the engines load, else ONNX Runtime on CUDA, else the fastest "
-                        "CPU backend installed: OpenVINO, else ONNX Runtime (default: auto)")
+    add_backend_option(parser)
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the networks run: cpu never uses the GPU (default: auto, the GPU where a GPU "
                         "backend loads)")
+    add_precision_option(parser)
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help=f"CPU threads per operator, ONNX Runtime or OpenVINO{threads_scope} (default: all cores)")
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT where the engines load, else ONNX Runtime on CUDA, else the fastest "
+                        "CPU backend installed: OpenVINO, else ONNX Runtime (default: auto)")
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: fp16 TensorRT engines as built, else fp32; bf16: OpenVINO on the CPU, the "
                         "stages within their recorded bf16 bound (default: auto)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help=f"CPU threads per operator, ONNX Runtime or OpenVINO{threads_scope} (default: all cores)")
 
 
 def add_aligned_option(parser, inputs: str = "inputs") -> None:

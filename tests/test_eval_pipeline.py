@@ -143,3 +143,20 @@ def test_outputs_without_references_and_a_missing_face_folder_are_refused(tmp_pa
     assert "--outputs needs --references" in capsys.readouterr().err
     assert run_eval("--celeba-hq", tmp_path / "missing", "--out", tmp_path / "r") == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_precision_reaches_the_pipeline_bf16_scores_differ_from_fp32_by_rounding_only(faces, tiny_onnx_dir, tmp_path,
+                                                                                    capsys, pipelines_on_the_cpu):
+    pytest.importorskip("openvino", reason="bf16 runs on OpenVINO: pip install deghost[openvino]")
+    folder, _ = faces
+    common = ["--celeba-hq", folder, "--first", 1, "--attributes", "smile", "--methods", "fused",
+              "--reference", "original", "--engines", tiny_onnx_dir, "--backend", "openvino"]
+    psnr_db = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert run_eval(*common, "--precision", precision, "--out", out) == 0
+        psnr_db[precision] = float(read_csv(out / "per_image.csv")[0]["psnr"])
+    assert 0 < abs(psnr_db["bf16"] - psnr_db["fp32"]) < 1.0  # bf16 changed the fused face, a little
+    capsys.readouterr()
+    assert run_eval(*common[:-1], "onnxruntime", "--precision", "bf16", "--out", tmp_path / "refused") == 1
+    assert "onnxruntime does not run bf16" in capsys.readouterr().err

@@ -51,8 +51,7 @@ def _comma_list(text: str) -> list[str]:
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval` on the `deghost` subparsers; its handler is `args.run(args) -> exit code`."""
-    from deghost.runtime.backends import BACKENDS
-    from deghost.runtime.cli_options import add_engines_option
+    from deghost.runtime.cli_options import add_backend_option, add_engines_option, add_precision_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
     from .methods import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
@@ -86,7 +85,8 @@ def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                      help="what outputs are compared with (default: %(default)s; see below)")
     run.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="edit strength (default: %(default)g)")
     add_engines_option(run)
-    run.add_argument("--backend", choices=BACKENDS, default="auto", help="runtime backend (default: auto)")
+    add_backend_option(run)
+    add_precision_option(run)  # bf16 on OpenVINO: what it changes in the metrics
     run.add_argument("--batch", type=int, default=1, metavar="N", help="images per pipeline call (default: 1)")
     run.add_argument("--save-images", action="store_true",
                      help="also write every output and reference to --out/images/<attribute>/<method>/")
@@ -201,7 +201,7 @@ def _run_pipeline(args: argparse.Namespace, models) -> tuple[list, list[str]]:
     if len(paths) < args.first:
         print(f"deghost eval: {args.celeba_hq} holds {len(paths)} images, fewer than --first {args.first}; "
               "evaluating all of them", file=sys.stderr)
-    with Pipeline.load(args.engines, backend=args.backend) as pipeline:
+    with Pipeline.load(args.engines, backend=args.backend, precision=args.precision) as pipeline:
         evaluation = evaluate_pipeline(
             pipeline, paths, args.attributes, args.methods, models, args.reference, args.alpha, args.batch,
             save_dir=args.out / "images" if args.save_images else None, overwrite=args.overwrite,
