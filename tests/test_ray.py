@@ -264,13 +264,18 @@ def test_ray_s_proxy_answers_a_burst_past_the_deployment_s_bounds_with_503_and_r
         async def __call__(self, request):
             import asyncio
 
-            await asyncio.sleep(3)
+            await asyncio.sleep(6)  # long enough that the whole burst arrives while the first ones run
             return "done"
 
     options = deployment_options(replicas=1, queue_limit=1, cpus_per_replica=0.1, gpus_per_replica=0.0)
     serve.run(serve.deployment(Slow).options(**options).bind(), name="deghost-bounds", route_prefix="/bounds")
-    answers = []
-    threads = [threading.Thread(target=lambda: answers.append(_post(f"{service}/bounds", b"x"))) for _ in range(12)]
+    answers, burst = [], threading.Barrier(12, timeout=60)  # the 12 posts leave together, even on a busy CPU
+
+    def post() -> None:
+        burst.wait()
+        answers.append(_post(f"{service}/bounds", b"x"))
+
+    threads = [threading.Thread(target=post) for _ in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
