@@ -59,8 +59,8 @@ def stage_rows(manifest: Manifest, preset: str, stages: list[str], gflop: dict[s
             rows.append({
                 "label": f"{name} · {config_label(kind, precision, runs_in)}", "seconds": seconds, "stage": name,
                 "backend": kind, "precision": runs_in, "GFLOP": gflop[name], "GFLOP/s": rate,
-                "% of sustained peak": 100 * rate / (peaks[runs_in] or peaks["fp32"]),
-                "% of theoretical peak": 100 * rate / (peaks[f"theoretical {runs_in}"] or peaks["theoretical fp32"]),
+                "% of sustained peak": 100 * rate / peak_of(peaks, runs_in),
+                "% of theoretical peak": 100 * rate / peak_of(peaks, runs_in, "theoretical"),
                 "error vs f32": error,
             })
     return rows
@@ -69,11 +69,17 @@ def stage_rows(manifest: Manifest, preset: str, stages: list[str], gflop: dict[s
 NETWORK_STAGES = ("encoder", "generator", "diffcam", "suppressor")
 
 
+def peak_of(peaks: dict, precision: str, kind: str = "sustained") -> float:
+    """The peak ("sustained" or "theoretical") a stage computing in `precision` is compared with: FP32's
+    where the machine has no figure for that precision."""
+    prefix = "" if kind == "sustained" else "theoretical "
+    return peaks[prefix + precision] or peaks[prefix + "fp32"]
+
+
 def least_seconds(gflop: dict[str, float], peaks: dict, precisions: dict[str, str]) -> float:
     """The `network` pipeline's time if every stage ran at the theoretical peak of the precision it computes
     in (stage → "fp32"/"bf16"): no backend on this machine can go below it (short of Winograd-like savings)."""
-    return sum(gflop[stage] / (peaks[f"theoretical {precisions[stage]}"] or peaks["theoretical fp32"])
-               for stage in NETWORK_STAGES)
+    return sum(gflop[stage] / peak_of(peaks, precisions[stage], "theoretical") for stage in NETWORK_STAGES)
 
 
 def end_to_end_rows(engines: Path, image: np.ndarray, threads: int | None, gflop: dict[str, float], peaks: dict,
@@ -81,7 +87,6 @@ def end_to_end_rows(engines: Path, image: np.ndarray, threads: int | None, gflop
     """One face through the whole pipeline per CPU config: network and EOGI interleaved (median of
     `rounds` each after a warm-up), ours/EOGI, the output's error against ONNX Runtime FP32, and the least
     time the machine allows the network pipeline (`least_seconds`; gflop per stage for one edit)."""
-    from deghost.runtime.backends import computes_in
     from deghost.runtime.backends.openvino import relative_errors
     from deghost.runtime.pipeline import Pipeline
 
@@ -96,13 +101,13 @@ def end_to_end_rows(engines: Path, image: np.ndarray, threads: int | None, gflop
             reference = outputs[CONFIGS[0]]
             error = max(relative_errors({m: reference[m]}, {m: outputs[kind, precision][m]})[m] for m in reference)
             network, eogi = statistics.median(seconds["network"]), statistics.median(seconds["eogi"])
-            precisions = {stage: computes_in(pipe.backend(stage)) for stage in NETWORK_STAGES}
+            precisions = {stage: described.split(" ")[-1] for stage, described in pipe.describe().items()}
             rows.append({
                 "label": f"network · {kind} {precision}", "seconds": network, "backend": f"{kind} {precision}",
                 "network s/image": network, "least s at theoretical peak": least_seconds(gflop, peaks, precisions),
                 "EOGI s/image": eogi, "ours/EOGI": network / eogi,
                 "output error vs ORT fp32": error,
-                "stages": ", ".join(f"{s} {p.split(' ')[-1]}" for s, p in pipe.describe().items()),
+                "stages": ", ".join(f"{stage} {p}" for stage, p in precisions.items()),
             })
     return rows
 
