@@ -15,7 +15,14 @@ from onnx import TensorProto, helper
 
 from deghost.files import sha256_of
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
-from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, choice_table, open_backend
+from deghost.runtime.backends import (
+    BackendError,
+    DeviceTensor,
+    check_feeds,
+    choice_table,
+    onnxruntime_cuda,
+    open_backend,
+)
 from deghost.runtime.backends import onnxruntime as ort_backend
 from deghost.runtime.backends.onnxruntime import has_cuda_provider
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
@@ -109,8 +116,9 @@ def test_onnxruntime_backend_runs_the_graph_on_the_device_asked_and_returns_outp
     backend = open_backend(toy_manifest, "toy", "onnxruntime", device=device)
     given = feeds(2)
     out = backend.run(given)
-    # auto: CUDA where onnxruntime-gpu is installed (a GPU machine with .[gpu]), else the CPU
-    assert (backend.kind, backend.device) == ("onnxruntime", "cuda" if device == "auto" and has_cuda_provider()
+    # auto: CUDA where a real session runs on it (onnxruntime-gpu whose libraries load), else the CPU
+    on_cuda = onnxruntime_cuda.cuda_unavailable() is None
+    assert (backend.kind, backend.device) == ("onnxruntime", "cuda" if device == "auto" and on_cuda
                                               else "cpu")
     np.testing.assert_array_equal(out["doubled"], 2 * given["image"])
     np.testing.assert_array_equal(out["next_class"], [1, 2])
@@ -293,6 +301,23 @@ def test_cuda_asked_for_without_a_cuda_provider_names_the_install_that_brings_on
     assert "ONNX Runtime on CUDA requested, but onnxruntime" in str(refused.value)
     assert "has no CUDA provider" in str(refused.value)
     assert str(refused.value).endswith(onnxruntime_gpu_install())
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_listed_cuda_provider_whose_real_session_runs_on_the_cpu_is_not_cuda(monkeypatch):
+    """Stand-in for onnxruntime-gpu whose CUDA libraries do not load: this CPU build, made to list the CUDA
+    provider; the session that then opens is real and comes up on the CPU, as the GPU build's does."""
+    if ort_backend.ort.get_available_providers()[:1] == ["CUDAExecutionProvider"]:
+        pytest.skip("this onnxruntime is a GPU build")
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: listed)
+    assert has_cuda_provider()  # the listing says CUDA ...
+    assert onnxruntime_cuda.session_providers() == ["CPUExecutionProvider"]  # ... a real session says CPU
+    reason = onnxruntime_cuda.cuda_unavailable()
+    assert reason.startswith(f"onnxruntime {ort_backend.ort.__version__} lists CUDAExecutionProvider, but a session "
+                             "asked for it ran on the CPU")
+    problem = ort_backend.gpu_install_problem()  # what the first-run script's backends step reports
+    assert problem.startswith("the CUDA provider of onnxruntime-gpu") and "did not load" in problem
 
 
 @pytest.mark.gpu
