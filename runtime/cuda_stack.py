@@ -194,6 +194,18 @@ def report(driver: tuple[int, int] | None, majors: dict[str, tuple[str, int | No
     return lines
 
 
+def add_gpu_command(subparsers) -> None:
+    """`deghost gpu`: this module's report, from the command line."""
+    parser = subparsers.add_parser(
+        "gpu", help="which CUDA the NVIDIA driver serves, the extra that fits it, and the CUDA of each GPU package",
+        description="Ask the NVIDIA driver (libcuda) which CUDA version it serves, name the deghost extra built for "
+        f"it ({'; '.join(f'{s.extra}: driver {s.min_driver} or newer' for s in STACKS.values())}), and list the "
+        "CUDA major version each installed GPU "
+        f"package is built for. Exit status {EXIT_AGREE}: they agree; {EXIT_DISAGREE}: they do not (the fix is "
+        f"printed); {EXIT_NO_GPU}: no NVIDIA driver here.")
+    parser.set_defaults(run=lambda args: main())
+
+
 def main() -> int:
     driver = driver_cuda_version()
     majors = installed_majors()
