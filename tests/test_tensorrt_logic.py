@@ -9,6 +9,7 @@ driver. The real builds are in test_tensorrt_build.py (marked tensorrt).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import re
 import sys
 from enum import Enum
@@ -407,3 +408,34 @@ def test_the_builds_validation_runs_the_engine_through_the_runtimes_runner(fake_
     np.testing.assert_array_equal(run_engine(b"plan", {"x": x})["y"], 2 * x)
     assert "TensorRTRunner(plan" in (REPO / "export" / "tensorrt.py").read_text()
     assert "TensorRTRunner(path.read_bytes()" in (REPO / "runtime" / "backends" / "tensorrt.py").read_text()
+
+
+def test_the_runtime_backend_serves_through_the_runner_on_the_shared_stream(fake_gpu, tmp_path, monkeypatch):
+    """TensorRTBackend over the stand-in GPU: the manifest's checks, then the same runner the build validates with;
+    a stage's kept output feeds the next run on the device; closing frees the buffers, not the shared stream."""
+    from deghost.manifest import Artifact, Manifest, TensorInfo
+    from deghost.runtime.backends import tensorrt as trt_backend
+    from deghost.runtime.gpu_platform import Platform
+
+    device, _ = fake_gpu
+    here = Platform("10.16.1", "NVIDIA H100 80GB HBM3", "9.0")
+    monkeypatch.setattr(trt_backend, "_shared", lambda: trt_backend._Shared(stream=5, platform=here))
+    plan = tmp_path / "doubler.fp16.plan"
+    plan.write_bytes(b"plan")
+    artifact = Artifact(stage="doubler", kind="tensorrt", precision="fp16", file=plan.name,
+                        sha256=hashlib.sha256(b"plan").hexdigest(), inputs=[TensorInfo("x", ["B", 3], "float16")],
+                        outputs=[TensorInfo("y", ["B", 3], "float32")], source="stand-in", preset="tiny",
+                        tensorrt_version=here.tensorrt_version, gpu_name=here.gpu_name,
+                        compute_capability=here.compute_capability)
+    backend = trt_backend.TensorRTBackend(Manifest(tmp_path, [artifact]), artifact)
+    assert backend.max_batch == 4 and backend.runner.is_active
+    x = np.array([[0.5, 1, 2], [3, 4, 5]], np.float16)
+    kept = backend.run({"x": x}, keep={"y"})["y"]
+    np.testing.assert_array_equal(kept.numpy(), 2 * x.astype(np.float32))
+    with pytest.raises(BackendError, match=r"^doubler: batch 5 is larger than the engine's profile allows \(4\)"):
+        backend.run({"x": np.ones((5, 3), np.float32)})
+    device.failing = ("cudaFree",)
+    wanted = r"^doubler: releasing the engine's GPU memory failed: CUDA error in cudaFree"
+    with pytest.raises(EngineRunError, match=wanted):
+        backend.close()
+    assert len(device.freed) == 2 and device.destroyed == []  # the shared stream stays
