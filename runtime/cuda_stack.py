@@ -69,8 +69,9 @@ def stack(major: int | None = None) -> CudaStack:
 def driver_cuda_version(load: Callable[[str], object] = ctypes.CDLL) -> tuple[int, int] | None:
     """(major, minor) of the newest CUDA the installed NVIDIA driver serves, or None without a driver.
 
-    cuDriverGetVersion is the one driver call that needs no cuInit and no device: it answers for the driver
-    library alone (CUDA driver API reference), so it works before any CUDA package is installed."""
+    cuDriverGetVersion (CUDA driver API, Version Management: 1000·major + 10·minor) asks the driver library
+    alone, without cuInit or a device (its only documented error is a NULL pointer), so it answers before any
+    CUDA package is installed."""
     try:
         libcuda = load("libcuda.so.1")
     except OSError:
