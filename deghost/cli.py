@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deghost.bench import add_bench_command
     from deghost.export.cli import add_build_command, add_export_command
     from deghost.runtime.cli import add_edit_command
+    from deghost.runtime.cuda_stack import add_gpu_command
     from deghost.runtime.demo.cli import add_demo_command
     from deghost.runtime.serve_cli import add_serve_command
     from deghost.training.cli import add_train_command
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(commands)
     add_demo_command(commands)
     add_serve_command(commands)
+    add_gpu_command(commands)
     return parser
 
 

@@ -331,6 +331,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 def run_from_args(args: argparse.Namespace) -> int:
     """Exit code: 0 built, 1 refused (missing files, failed validation, TensorRT required but absent), 2 usage."""
     from deghost.files import DiskFullError
+    from deghost.runtime.backends.tensorrt_runner import EngineRunError
     from deghost.training.checkpoints import CheckpointError
 
     from .fp16 import NonFiniteError
@@ -345,7 +346,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         build(options)
     except (BuildError, sources.SourceError, CheckpointError, ParityError, NonFiniteError, ManifestError,
-            TensorRTError, TensorRTUnavailable, DiskFullError) as error:
+            TensorRTError, TensorRTUnavailable, EngineRunError, DiskFullError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -4,15 +4,17 @@
   ONNX, so the FP32 islands chosen in `export/fp16.py` are kept exactly. TensorRT 11 is always
   strongly typed and has no FP16 builder flag.
 - TensorRT 10 alternative (`fp16-builder-flag`): the FP32 ONNX with `BuilderFlag.FP16`; the same
-  islands are pinned to FP32 by layer precision constraints (matched by node name: a network in which
-  none of them is found is refused, and the record counts the layers pinned).
+  islands are pinned to FP32 by layer precision constraints on every layer each island node became
+  (export/layer_names.py reads the parser's layer names): an island node found in no layer is
+  refused, and the record counts the layers pinned per island node.
 - FP32 stays FP32: TensorRT computes FP32 layers in TF32 by default; the TF32 flag is cleared, so
   the FP32 islands (attention, demodulation) and FP32 engines get IEEE FP32 matrix maths.
 - One optimisation profile over the batch (min, opt, max), a workspace limit, and a timing cache
   file shared by all builds in the output folder (later builds reuse the kernels' timings; a cache
   another TensorRT version or GPU wrote is dropped with a warning and a new one started).
-- Validation runs the plan with cuda-python (the GPU probe of `deghost.runtime.gpu_platform`),
-  never with PyTorch's CUDA, so a CPU-only PyTorch is no obstacle; the GPU is checked before building.
+- Validation runs the plan with the runtime's TensorRTRunner (cuda-python, never PyTorch's CUDA, so a
+  CPU-only PyTorch is no obstacle): what is validated runs as the runtime serves it. The GPU is
+  checked before building.
 - The plan is written as TensorRT serialised it, with nothing prepended, so `trtexec
   --loadEngine` and Polygraphy load it; written via temp file + rename.
 
@@ -28,11 +30,12 @@ import numpy as np
 
 from deghost.files import atomic_write_bytes
 from deghost.runtime import gpu_platform
-from deghost.runtime.backends.tensorrt import as_engine_input, tensor_dtype
+from deghost.runtime.backends.tensorrt_runner import TensorRTRunner
 from deghost.runtime.gpu_platform import GPUUnavailable, Platform
 from deghost.stages import Stage
 
 from .fp16 import FP16_BOUNDS, check_finite
+from .layer_names import layer_nodes
 from .onnx_export import (
     ParityError,
     compare,
@@ -76,54 +79,52 @@ def _parse(builder, onnx_path: Path, network_mode: str, logger):
     return network, parser  # the parser owns weights the network refers to: keep it alive
 
 
-def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> tuple[list[str], set[str]]:
-    """FP16 builder-flag path: keep the layers that `export/fp16.py` keeps in FP32 in FP32 here too.
-    Returns (the layers pinned, the island node names)."""
+def _pin_fp32_islands(network, onnx_path: Path, stage: str) -> dict[str, int]:
+    """FP16 builder-flag path: keep the nodes `export/fp16.py` keeps in FP32 in FP32 here too, every layer of
+    them. Returns {island node: layers pinned}."""
     import onnx
 
     from deghost.presets import get_preset
 
     from .fp16 import fp32_island_names
 
+    model = onnx.load(str(onnx_path))
+    nodes = {node.name for node in model.graph.node}
     image_size = get_preset(read_metadata(onnx_path).get("deghost.preset", "ffhq1024")).image_size
-    islands = fp32_island_names(onnx.load(str(onnx_path)), stage, image_size)
-    check_islands_found(stage, islands, network)
-    return pin_float_layers(network, islands, gpu_platform.tensorrt()), islands
+    islands = fp32_island_names(model, stage, image_size)
+    return pin_fp32_islands(stage, network, islands, nodes, gpu_platform.tensorrt())
 
 
-def check_islands_found(stage: str, islands: set[str], network) -> None:
-    """TensorRTError when the stage has FP32 islands but none of them is a layer of `network`.
-
-    Layers are matched to ONNX nodes by name; a parser that named them otherwise would leave every
-    island to the FP16 builder flag, and the FP32 the graph needs would silently be lost.
-    """
-    layers = {network.get_layer(index).name for index in range(network.num_layers)}
-    if islands and not islands & layers:
-        raise TensorRTError(
-            f"{stage}: none of the {len(islands)} nodes export/fp16.py keeps in FP32 is a layer of the TensorRT "
-            "network (the ONNX parser named the layers otherwise), so the FP16 builder flag would run them in "
-            "FP16; build strongly typed instead (leave out --fp16-builder-flag)"
-        )
-
-
-def pin_float_layers(network, names: set[str], trt) -> list[str]:
-    """Constrain the layers of `names` whose outputs are all floating point to FP32; returns those pinned.
+def pin_fp32_islands(stage: str, network, islands: set[str], nodes: set[str], trt) -> dict[str, int]:
+    """Constrain every layer the island nodes became (export/layer_names.py) whose outputs are all floating
+    point to FP32; returns {island node: layers pinned}.
 
     A layer with an integer output (Shape, Gather of shape values, ArgMax, casts to int) computes no
-    floating-point maths to protect, and OBEY_PRECISION_CONSTRAINTS may reject the build if it is
-    pinned: such layers keep the precision TensorRT gives them.
+    floating-point maths to protect, and OBEY_PRECISION_CONSTRAINTS may reject the build if it is pinned:
+    such layers keep the precision TensorRT gives them, and an island node made of them alone counts 0.
+    An island node that became no layer at all is an error (TensorRTError): its layers were named otherwise,
+    and the FP16 builder flag would run them in FP16 unseen.
     """
+    layers = [network.get_layer(index) for index in range(network.num_layers)]
+    metadata = [getattr(layer, "metadata", None) for layer in layers]  # the node's name, in newer parsers
+    owners = layer_nodes([layer.name for layer in layers], nodes, metadata)
+    found = {owner for owner in owners if owner in islands}
+    lost = sorted(islands - found)
+    if lost:
+        raise TensorRTError(
+            f"{stage}: {len(lost)} of the {len(islands)} nodes export/fp16.py keeps in FP32 match no layer of the "
+            f"TensorRT network (first: {', '.join(lost[:3])}): the ONNX parser named their layers otherwise, so the "
+            "FP16 builder flag would run them in FP16; build strongly typed instead (leave out --fp16-builder-flag)")
     floats = {getattr(trt, name) for name in FLOAT_TYPES if hasattr(trt, name)}
-    pinned = []
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
+    pinned = dict.fromkeys(sorted(islands), 0)
+    for layer, owner in zip(layers, owners, strict=True):
         outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
-        if layer.name not in names or not outputs or any(tensor.dtype not in floats for tensor in outputs):
+        if owner not in islands or not outputs or any(tensor.dtype not in floats for tensor in outputs):
             continue
         layer.precision = trt.float32
         for output in range(layer.num_outputs):
             layer.set_output_type(output, trt.float32)
-        pinned.append(layer.name)
+        pinned[owner] += 1
     return pinned
 
 
@@ -175,7 +176,7 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     if network_mode == FP16_BUILDER_FLAG:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned, islands = _pin_fp32_islands(network, onnx_path, stage.name)
+        pinned = _pin_fp32_islands(network, onnx_path, stage.name)
     profile = builder.create_optimization_profile()
     for spec in stage.inputs:
         profile.set_shape(spec.name, *(spec.concrete_shape(b) for b in batch))
@@ -193,60 +194,17 @@ def build_engine(onnx_path: Path, stage: Stage, target: Path, batch: tuple[int, 
     validation = validate_engine(plan, stage, reference_onnx or onnx_path, (batch[0], batch[2]))
     validation["network"] = network_mode
     validation["tf32"] = not tf32_flag  # True only where this TensorRT offers no TF32 flag to clear
-    if network_mode == FP16_BUILDER_FLAG:  # layers pinned to FP32, of the FP32 island nodes (integer ones stay)
-        validation["fp32_layers"], validation["fp32_islands"] = len(pinned), len(islands)
+    if network_mode == FP16_BUILDER_FLAG:  # layers pinned to FP32 in all, and per FP32 island node
+        validation["fp32_layers"], validation["fp32_islands"] = sum(pinned.values()), pinned
     atomic_write_bytes(target, plan)
     return validation
 
 
 def run_engine(plan: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a serialised engine once with cuda-python buffers on one stream; outputs as numpy arrays.
-
-    Feeds are cast to the engine's input dtypes (as the runtime backend casts them). Every buffer and
-    the stream are released, a failed release raising only when the run itself succeeded."""
-    trt, cudart = gpu_platform.tensorrt(), gpu_platform.cudart()
-    engine = trt.Runtime(gpu_platform.tensorrt_logger()).deserialize_cuda_engine(plan)
-    if engine is None:
-        raise TensorRTError("TensorRT could not deserialise the plan it just built")
-    context = engine.create_execution_context()
-    if context is None:
-        raise TensorRTError("TensorRT could not create an execution context (out of GPU memory?)")
-    stream = gpu_platform.call(cudart.cudaStreamCreate, what="cudaStreamCreate")
-    pointers: dict[str, int] = {}
-    try:
-        outputs = _run_once(trt, cudart, engine, context, stream, feeds, pointers)
-    finally:
-        failure = gpu_platform.release(pointers.values(), stream)
-    if failure:
-        raise TensorRTError(f"the engine ran, but releasing its GPU memory failed: {failure}")
-    return outputs
-
-
-def _run_once(trt, cudart, engine, context, stream, feeds: dict[str, np.ndarray],
-              pointers: dict[str, int]) -> dict[str, np.ndarray]:
-    """Upload `feeds`, execute, download the outputs; every device buffer is recorded in `pointers`."""
-    hosts = {name: as_engine_input(array, tensor_dtype(trt, engine, name)) for name, array in feeds.items()}
-    for name, array in hosts.items():
-        if not context.set_input_shape(name, array.shape):
-            raise TensorRTError(f"the engine refuses shape {array.shape} for '{name}' (outside its profile)")
-        pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(array.nbytes, 1), what="cudaMalloc")
-        gpu_platform.call(cudart.cudaMemcpyAsync, pointers[name], array.ctypes.data, array.nbytes,
-                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream, what=f"upload of {name}")
-    outputs = {}
-    for index in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(index)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-            outputs[name] = np.empty(tuple(context.get_tensor_shape(name)), tensor_dtype(trt, engine, name))
-            pointers[name] = gpu_platform.call(cudart.cudaMalloc, max(outputs[name].nbytes, 1), what="cudaMalloc")
-    for name, pointer in pointers.items():
-        context.set_tensor_address(name, pointer)
-    if not context.execute_async_v3(int(stream)):
-        raise TensorRTError("TensorRT failed to run the engine (execute_async_v3 returned False)")
-    for name, array in outputs.items():
-        gpu_platform.call(cudart.cudaMemcpyAsync, array.ctypes.data, pointers[name], array.nbytes,
-                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream, what=f"download of {name}")
-    gpu_platform.call(cudart.cudaStreamSynchronize, stream, what="cudaStreamSynchronize")
-    return outputs
+    """Run a serialised engine once, as the runtime runs it (TensorRTRunner: feeds cast to the engine's dtypes,
+    everything released after). Failures are EngineRunError naming the call."""
+    with TensorRTRunner(plan, "the engine just built") as runner:
+        return runner.infer(feeds)
 
 
 def validate_engine(plan: bytes, stage: Stage, reference_onnx: Path, batches: Sequence[int]) -> dict:

@@ -4,8 +4,9 @@ cuda-python's runtime bindings answer for the GPU: the TensorRT backend moves it
 so a GPU they cannot reach is no GPU for deghost. Two ways they fail on a driver that is too old
 for their CUDA major version: every call returns `cudaErrorInsufficientDriver`, or initialisation
 raises `DynamicLibNotFoundError` (the driver library is missing). Both become `GPUUnavailable`
-with a sentence naming the driver needed. The extras pin cuda-python to CUDA_MAJOR, the CUDA of
-the TensorRT and onnxruntime-gpu wheels deghost installs.
+with a sentence naming the driver needed and the extra that fits the driver (`cuda_stack`: each extra
+holds cuda-python, TensorRT and onnxruntime-gpu at one CUDA major version). Any other failed CUDA call
+is a `CudaError` naming the call.
 
 Everything is probed once per process (and a TensorRT logger made once: TensorRT warns when a
 process makes several). `tensorrt` and `cuda` are imported on first use only.
@@ -17,21 +18,37 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-CUDA_MAJOR = 12  # of the tensorrt-cu12 and onnxruntime-gpu wheels; cuda-python is pinned to it
-# The oldest Linux driver of each CUDA major version (NVIDIA's CUDA toolkit release notes).
-MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
+from . import cuda_stack
+
 MIN_TENSORRT_MAJOR = 10
-TENSORRT_INSTALL = 'pip install "deghost[tensorrt]" on a machine with an NVIDIA GPU'
-# The first onnxruntime-gpu whose PyPI wheels are CUDA 12 (and cuDNN 9) builds; 1.17 and 1.18 were CUDA 11.8 ones.
-ONNXRUNTIME_GPU_MIN = "1.19"
-# onnxruntime is a core dependency, so the gpu extra installs both packages, and they write the same
-# `onnxruntime` module over each other: remove both, then install the GPU one alone.
-ONNXRUNTIME_GPU_INSTALL = ('pip uninstall -y onnxruntime onnxruntime-gpu && '
-                           f'pip install "onnxruntime-gpu>={ONNXRUNTIME_GPU_MIN}"')
+
+
+@functools.lru_cache(maxsize=1)
+def fitting_stack() -> cuda_stack.CudaStack:
+    """The CUDA stack (extra) this machine's driver serves; the default one where there is no driver."""
+    return cuda_stack.fitting_stack(cuda_stack.driver_cuda_version()) or cuda_stack.stack()
+
+
+def gpu_install() -> str:
+    """The install command of deghost's GPU packages for this machine's driver."""
+    return f"{fitting_stack().install} on a machine with an NVIDIA GPU"
+
+
+def onnxruntime_gpu_install() -> str:
+    """Remove both ONNX Runtime packages, then install the onnxruntime-gpu of this driver's CUDA alone."""
+    return fitting_stack().onnxruntime_gpu_install
 
 
 class GPUUnavailable(RuntimeError):
     """No usable CUDA GPU, TensorRT or cuda-python here; the message says what is missing and the fix."""
+
+
+class CudaError(RuntimeError):
+    """A CUDA runtime call failed; `call` names it (with what it was doing), `code` is CUDA's error name."""
+
+    def __init__(self, call: str, code: str, text: str):
+        super().__init__(f"CUDA error in {call}: {text} ({code})")
+        self.call, self.code = call, code
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,8 @@ def cudart():
             from cuda import cudart as runtime
         except ImportError as error:
             raise GPUUnavailable(
-                f"cuda-python is not installed ({error}); {TENSORRT_INSTALL} (it brings cuda-python {CUDA_MAJOR}.x)"
+                f"cuda-python is not installed ({error}); {gpu_install()} (it brings cuda-python "
+                f"{fitting_stack().major}.x)"
             ) from None
     return runtime
 
@@ -72,17 +90,16 @@ def _bindings_major() -> int | None:
 
 def driver_message(major: int | None, detail: str) -> str:
     """The sentence for a driver too old for (or missing under) cuda-python of CUDA `major`."""
-    major = major or CUDA_MAJOR
-    needed = MIN_DRIVER.get(major, f"one for CUDA {major}")
-    pinned = "" if major == CUDA_MAJOR else (
-        f"; or install cuda-python {CUDA_MAJOR}.x, which deghost's extras pin: "
-        f"pip install \"cuda-python>={CUDA_MAJOR},<{CUDA_MAJOR + 1}\"")
+    major = major or fitting_stack().major
+    needed = cuda_stack.STACKS[major].min_driver if major in cuda_stack.STACKS else f"one for CUDA {major}"
     return (f"the NVIDIA driver cannot serve CUDA {major} ({detail}): cuda-python {major}.x needs an NVIDIA "
-            f"driver {needed} or newer (nvidia-smi shows the installed one); update the driver{pinned}")
+            f"driver {needed} or newer (nvidia-smi shows the installed one); update the driver, or match the packages "
+            f"to it: {cuda_stack.driver_advice(cuda_stack.driver_cuda_version())}")
 
 
 def check(result: tuple, what: str):
-    """cuda-python returns (error, *values): raise GPUUnavailable on an error, else return the value(s)."""
+    """cuda-python returns (error, *values): the value(s), or CudaError naming `what` (GPUUnavailable when the
+    driver is too old for cuda-python's CUDA)."""
     runtime = cudart()
     error, *values = result
     if error != runtime.cudaError_t.cudaSuccess:
@@ -90,7 +107,7 @@ def check(result: tuple, what: str):
             raise GPUUnavailable(driver_message(_bindings_major(), f"{what}: cudaErrorInsufficientDriver"))
         _, message = runtime.cudaGetErrorString(error)
         text = message.decode() if isinstance(message, bytes) else str(message)
-        raise GPUUnavailable(f"CUDA error in {what}: {text} ({getattr(error, 'name', error)})")
+        raise CudaError(what, str(getattr(error, "name", error)), text)
     return values[0] if len(values) == 1 else None
 
 
@@ -117,7 +134,7 @@ def release(pointers: Iterable[int], stream=None) -> str | None:
     for function, argument, what in calls:
         try:
             call(function, argument, what=what)
-        except GPUUnavailable as error:
+        except (CudaError, GPUUnavailable) as error:
             failures.append(str(error))
     if not failures:
         return None
@@ -128,8 +145,11 @@ def release(pointers: Iterable[int], stream=None) -> str | None:
 def gpu_properties() -> tuple[str, str]:
     """(name, compute capability "major.minor") of the current CUDA device; GPUUnavailable says why not."""
     runtime = cudart()
-    device = call(runtime.cudaGetDevice, what="cudaGetDevice")
-    properties = call(runtime.cudaGetDeviceProperties, device, what="cudaGetDeviceProperties")
+    try:
+        device = call(runtime.cudaGetDevice, what="cudaGetDevice")
+        properties = call(runtime.cudaGetDeviceProperties, device, what="cudaGetDeviceProperties")
+    except CudaError as error:  # no device (cudaErrorNoDevice), or one CUDA cannot use: no GPU for deghost
+        raise GPUUnavailable(str(error)) from error
     raw = properties.name  # char[256]: the name ends at the first NUL
     name = raw.split(b"\0", 1)[0].decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     return name, f"{properties.major}.{properties.minor}"
@@ -155,7 +175,7 @@ def tensorrt():
         import tensorrt as trt
     except ImportError as error:
         raise GPUUnavailable(
-            f"the tensorrt package is not installed ({error}); {TENSORRT_INSTALL}") from None
+            f"the tensorrt package is not installed ({error}); {gpu_install()}") from None
     if int(trt.__version__.split(".")[0]) < MIN_TENSORRT_MAJOR:
         raise GPUUnavailable(f"TensorRT {trt.__version__} is too old; deghost needs TensorRT {MIN_TENSORRT_MAJOR} "
                              "or newer")
@@ -169,6 +189,13 @@ def tensorrt_logger():
     return trt.Logger(trt.Logger.WARNING)
 
 
+@functools.lru_cache(maxsize=1)
+def tensorrt_runtime():
+    """The process's one trt.Runtime: every engine deserialized by it, which it outlives."""
+    trt = tensorrt()
+    return trt.Runtime(tensorrt_logger())
+
+
 def platform() -> Platform:
     """TensorRT version and GPU of this machine; GPUUnavailable says what is missing."""
     trt = tensorrt()
@@ -177,6 +204,7 @@ def platform() -> Platform:
     return Platform(trt.__version__, name, capability)
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why TensorRT cannot run here (a sentence), or None when it can."""
+def tensorrt_platform_missing() -> str | None:
+    """Why this machine lacks what a TensorRT engine needs (TensorRT, cuda-python, a CUDA GPU), or None.
+    Whether the runtime's TensorRT backend opens is `deghost.runtime.backends.tensorrt_backend_unavailable`."""
     return _why_not(platform)

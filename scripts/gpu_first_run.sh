@@ -1,67 +1,88 @@
 #!/usr/bin/env bash
 # The first thing to run on a machine with an NVIDIA GPU: everything deghost could not test without one.
 #
-#   pip install -e ".[dev,gpu,tensorrt]"
-#   pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu>=1.19"
-#   scripts/gpu_first_run.sh [OUT_DIR]      default OUT_DIR: gpu_first_run/
+#   python -m deghost.runtime.cuda_stack      which extra this driver serves (cuda13: driver 580+, cuda12: 525-579)
+#   pip install -e ".[dev,cuda13]"            or .[cuda12] (README, "GPU install")
+#   pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu[cuda,cudnn]>=1.28,<2"
+#                                             (cuda12: "onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27")
+#   scripts/gpu_first_run.sh [OUT_DIR]        default OUT_DIR: gpu_first_run/
 #
-# The second line matters: onnxruntime is a core dependency, so the gpu extra installs onnxruntime-gpu
-# beside it, and the two write the same module over each other; the onnxruntime step below checks it.
+# The third line matters: onnxruntime is a core dependency, so the extra installs onnxruntime-gpu beside it,
+# and the two write the same module over each other; the backends step below checks it.
 #
-# Steps (each runs even when an earlier one failed; the summary says which passed):
-#   1. the GPU/TensorRT probe (deghost.runtime.gpu_platform): driver, cuda-python, TensorRT
-#   2. ONNX Runtime: onnxruntime-gpu alone, with its CUDA provider (else the command that fixes it)
-#   3. python -m pytest -m "gpu or tensorrt"   (every GPU and TensorRT test; none may be skipped)
-#   4. a TensorRT build of the paper preset (untrained weights, FP16 engines, --require-tensorrt)
-#   5. the 1000-image benchmark on those engines (deghost bench --preset ffhq1024 --images 1000)
-# Logs: OUT_DIR/<step>.log. Exit status: the number of failed steps.
-# DRY_RUN=1 prints the commands instead of running them.
+# Steps (each runs even when an earlier one failed; each ends in one PASS/FAIL line):
+#   1. probe: the driver's CUDA version, the extra that fits it, the CUDA major of every GPU package installed
+#      (python -m deghost.runtime.cuda_stack). Without a GPU driver the script stops here, saying so.
+#   2. backends: where each backend really runs: ONNX Runtime from a real session's providers, TensorRT and
+#      cuda-python from the GPU probe, PyTorch from torch.cuda (python -m deghost.first_run backends)
+#   3. pytest -m "gpu or tensorrt" with a junit XML (pytest_run); the verdict comes from the XML (python -m deghost.first_run
+#      pytest): a GPU/TensorRT test that skips here FAILS with its reason; modules skipped at collection
+#      (ray, gradio missing in a GPU install) are listed, not failed
+#   4. build: the paper preset's FP16 TensorRT engines (untrained weights, --require-tensorrt)
+#   5. benchmark: the 1000-image comparison on those engines (each timing after a warm-up at its batch size)
+# Logs: OUT_DIR/<step>.log; OUT_DIR/summary.md collects the machine, the probe and the verdicts, to paste into
+# a note. Exit status: the number of failed steps. DRY_RUN=1 prints the steps' commands instead of running them.
 set -u
 OUT="${1:-gpu_first_run}"
 PYTHON="${PYTHON:-python}"
-mkdir -p "$OUT"
-declare -a NAMES RESULTS
+SUMMARY="$OUT/summary.md"
+declare -a VERDICTS
 failed=0
 
-step() {  # step NAME COMMAND...
+step() {  # step NAME COMMAND... : runs COMMAND, logs it, records "NAME: PASS|FAIL ..." from its exit status
     local name="$1"; shift
-    if [[ "${DRY_RUN:-0}" == 1 ]]; then echo "$name: $*"; return; fi
+    if [[ "${DRY_RUN:-0}" == 1 ]]; then echo "$name: $*"; return 0; fi
     echo "== $name: $*"
     local start=$SECONDS
     "$@" >"$OUT/$name.log" 2>&1
     local code=$?
-    if [[ $name == pytest ]] && [[ $code == 0 ]] && grep -q "skipped" "$OUT/$name.log"; then
-        code=99  # a GPU test that skipped here did not run: that is no pass on the GPU machine
-    fi
-    NAMES+=("$name"); RESULTS+=("$( [[ $code == 0 ]] && echo PASS || echo "FAIL (exit $code)" ) in $((SECONDS - start)) s")
-    [[ $code == 0 ]] || failed=$((failed + 1))
-    tail -n 3 "$OUT/$name.log"
+    local verdict
+    if [[ $code == 0 ]]; then verdict="PASS"; else verdict="FAIL (exit $code)"; failed=$((failed + 1)); fi
+    VERDICTS+=("$name: $verdict in $((SECONDS - start)) s")
+    tail -n 4 "$OUT/$name.log"
+    return "$code"
 }
 
-step probe "$PYTHON" -c "from deghost.runtime.gpu_platform import platform; print(platform())"
-step onnxruntime "$PYTHON" -c "import sys; from deghost.runtime.backends.onnxruntime import gpu_install_problem as p; \
-problem = p(); print(problem or 'onnxruntime-gpu alone, with its CUDA provider'); sys.exit(1 if problem else 0)"
-step pytest "$PYTHON" -m pytest -m "gpu or tensorrt" -rs -q
+run_only() {  # run_only NAME COMMAND... : runs and logs COMMAND; a later step judges its output
+    local name="$1"; shift
+    if [[ "${DRY_RUN:-0}" == 1 ]]; then echo "$name: $*"; return 0; fi
+    echo "== $name: $*"
+    "$@" >"$OUT/$name.log" 2>&1
+    tail -n 2 "$OUT/$name.log"
+}
+
+[[ "${DRY_RUN:-0}" == 1 ]] || mkdir -p "$OUT"
+step probe "$PYTHON" -m deghost.runtime.cuda_stack
+if [[ $? == 3 ]]; then  # cuda_stack.EXIT_NO_GPU
+    echo "no NVIDIA GPU driver on this machine: the first GPU run stops after the probe (nothing else can run here)"
+    exit 0
+fi
+step backends "$PYTHON" -m deghost.first_run backends
+run_only pytest_run "$PYTHON" -m pytest -m "gpu or tensorrt" -rs -q --junitxml "$OUT/pytest.xml"
+step pytest "$PYTHON" -m deghost.first_run pytest "$OUT/pytest.xml"  # the verdict, from the junit XML
 step build "$PYTHON" -m deghost.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
     --out "$OUT/engines"
 step benchmark "$PYTHON" -m deghost.cli bench --preset ffhq1024 --images 1000 --engines "$OUT/engines" \
     --results-dir "$OUT/benchmark"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 
+{
+    echo "# deghost first GPU run, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo '```'
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
+    "$PYTHON" -c "import platform; print(f'python {platform.python_version()} on {platform.platform()}')"
+    echo
+    cat "$OUT/probe.log"
+    echo
+    cat "$OUT/backends.log"
+    echo
+    cat "$OUT/pytest.log"
+    echo
+    printf '%s\n' "${VERDICTS[@]}"
+    echo '```'
+} >"$SUMMARY"
 echo
-echo "== machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
-"$PYTHON" - <<'PY'
-import platform
-from importlib.metadata import PackageNotFoundError, version
-print(f"python {platform.python_version()} on {platform.platform()}")
-for dist in ("deghost", "tensorrt-cu12", "tensorrt", "cuda-python", "cuda-bindings", "onnxruntime-gpu", "onnxruntime", "torch"):
-    try:
-        print(f"{dist} {version(dist)}")
-    except PackageNotFoundError:
-        pass
-PY
-echo
-echo "== summary (logs in $OUT/)"
-for i in "${!NAMES[@]}"; do printf '%-12s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
+echo "== summary ($SUMMARY; logs in $OUT/)"
+printf '%s\n' "${VERDICTS[@]}"
 exit "$failed"

@@ -25,17 +25,20 @@ def _gpu_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    from deghost.runtime.gpu_platform import tensorrt_unavailable
+    from deghost.first_run import MARKER_PROPERTY
+    from deghost.runtime.gpu_platform import tensorrt_platform_missing
 
     markers = {marker for item in items for marker in ("gpu", "tensorrt") if marker in item.keywords}
     reasons = {
         "slow": None if config.getoption("--runslow") else "slow test: run with --runslow",
         "gpu": _gpu_unavailable() if "gpu" in markers else None,
         # TensorRT, cuda-python (which the TensorRT backend and the build's validation use) and a GPU.
-        "tensorrt": tensorrt_unavailable() if "tensorrt" in markers else None,
+        "tensorrt": tensorrt_platform_missing() if "tensorrt" in markers else None,
     }
     for item in items:
         for marker, reason in reasons.items():
+            if marker in ("gpu", "tensorrt") and marker in item.keywords:  # for the first-run script's verdict
+                item.user_properties.append((MARKER_PROPERTY, marker))
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
 

@@ -16,6 +16,7 @@ from deghost.export.build import BuildOptions, build, main
 from deghost.export.cli import add_build_command
 from deghost.files import sha256_of
 from deghost.manifest import Manifest
+from deghost.runtime.gpu_platform import fitting_stack
 from deghost.stages import STAGE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def test_the_script_with_require_tensorrt_exits_non_zero_and_says_what_to_instal
                              "--require-tensorrt"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "the tensorrt package is not installed" in result.stderr
-    assert 'pip install "deghost[tensorrt]"' in result.stderr
+    assert f'pip install "deghost[{fitting_stack().extra}]"' in result.stderr  # the extra this driver serves
     assert not (tmp_path / "manifest.json").exists()
 
 
@@ -86,7 +87,7 @@ def test_without_tensorrt_the_build_reports_it_and_the_manifest_has_no_engines(t
     options = BuildOptions(out=tiny_onnx_dir, preset="tiny", stages=("face_parser",), precision="fp32",
                            random_init=0)
     manifest = build(options, log=logged.append)
-    assert any("TensorRT is not available" in line and "deghost[tensorrt]" in line for line in logged)
+    assert any("TensorRT is not available" in line and f"deghost[{fitting_stack().extra}]" in line for line in logged)
     assert "face_parser onnx fp32: unchanged, skipped" in logged
     assert all(a.kind == "onnx" for a in manifest.artifacts)
 

@@ -15,11 +15,19 @@ from onnx import TensorProto, helper
 
 from deghost.files import sha256_of
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo
-from deghost.runtime.backends import BackendError, DeviceTensor, check_feeds, choice_table, open_backend
+from deghost.runtime.backends import (
+    BackendError,
+    DeviceTensor,
+    check_feeds,
+    choice_table,
+    onnxruntime_cuda,
+    open_backend,
+)
 from deghost.runtime.backends import onnxruntime as ort_backend
 from deghost.runtime.backends.onnxruntime import has_cuda_provider
 from deghost.runtime.backends.tensorrt import Platform, engine_mismatch
-from deghost.runtime.gpu_platform import ONNXRUNTIME_GPU_INSTALL
+from deghost.runtime.cuda_stack import STACKS
+from deghost.runtime.gpu_platform import fitting_stack, onnxruntime_gpu_install
 from deghost.runtime.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,8 +116,9 @@ def test_onnxruntime_backend_runs_the_graph_on_the_device_asked_and_returns_outp
     backend = open_backend(toy_manifest, "toy", "onnxruntime", device=device)
     given = feeds(2)
     out = backend.run(given)
-    # auto: CUDA where onnxruntime-gpu is installed (a GPU machine with .[gpu]), else the CPU
-    assert (backend.kind, backend.device) == ("onnxruntime", "cuda" if device == "auto" and has_cuda_provider()
+    # auto: CUDA where a real session runs on it (onnxruntime-gpu whose libraries load), else the CPU
+    on_cuda = onnxruntime_cuda.cuda_unavailable() is None
+    assert (backend.kind, backend.device) == ("onnxruntime", "cuda" if device == "auto" and on_cuda
                                               else "cpu")
     np.testing.assert_array_equal(out["doubled"], 2 * given["image"])
     np.testing.assert_array_equal(out["next_class"], [1, 2])
@@ -264,8 +273,11 @@ def test_cuda_asked_for_is_refused_when_the_cuda_provider_did_not_load(toy_manif
         open_backend(toy_manifest, "toy", "onnxruntime", device="cuda")
     message = str(refused.value)
     assert message.startswith("toy: ONNX Runtime on CUDA requested, but the CUDA provider of onnxruntime-gpu")
-    assert "did not load" in message and "cuDNN 9" in message and "NVIDIA driver 525.60.13 or newer" in message
-    assert message.endswith(ONNXRUNTIME_GPU_INSTALL)
+    stack = fitting_stack()  # this driver's CUDA stack; without a driver, the default (CUDA 13)
+    assert "did not load" in message and f"the CUDA {stack.major} and cuDNN 9 libraries" in message
+    assert f"(the {stack.extra} extra brings them)" in message
+    assert f"NVIDIA driver {stack.min_driver} or newer" in message
+    assert message.endswith(onnxruntime_gpu_install())
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
@@ -288,7 +300,24 @@ def test_cuda_asked_for_without_a_cuda_provider_names_the_install_that_brings_on
         open_backend(toy_manifest, "toy", "onnxruntime", device="cuda")
     assert "ONNX Runtime on CUDA requested, but onnxruntime" in str(refused.value)
     assert "has no CUDA provider" in str(refused.value)
-    assert str(refused.value).endswith(ONNXRUNTIME_GPU_INSTALL)
+    assert str(refused.value).endswith(onnxruntime_gpu_install())
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_a_listed_cuda_provider_whose_real_session_runs_on_the_cpu_is_not_cuda(monkeypatch):
+    """Stand-in for onnxruntime-gpu whose CUDA libraries do not load: this CPU build, made to list the CUDA
+    provider; the session that then opens is real and comes up on the CPU, as the GPU build's does."""
+    if ort_backend.ort.get_available_providers()[:1] == ["CUDAExecutionProvider"]:
+        pytest.skip("this onnxruntime is a GPU build")
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: listed)
+    assert has_cuda_provider()  # the listing says CUDA ...
+    assert onnxruntime_cuda.session_providers() == ["CPUExecutionProvider"]  # ... a real session says CPU
+    reason = onnxruntime_cuda.cuda_unavailable()
+    assert reason.startswith(f"onnxruntime {ort_backend.ort.__version__} lists CUDAExecutionProvider, but a session "
+                             "asked for it ran on the CPU")
+    problem = ort_backend.gpu_install_problem()  # what the first-run script's backends step reports
+    assert problem.startswith("the CUDA provider of onnxruntime-gpu") and "did not load" in problem
 
 
 @pytest.mark.gpu
@@ -301,12 +330,14 @@ def test_cuda_asked_for_runs_on_cuda_where_onnxruntime_gpu_loads(toy_manifest):
     np.testing.assert_array_equal(out["next_class"], [1, 2, 3])
 
 
-def test_the_gpu_install_recipe_removes_both_packages_then_installs_the_cuda_12_onnxruntime_gpu():
+@pytest.mark.parametrize("major", sorted(STACKS))
+def test_the_gpu_install_recipe_removes_both_packages_then_installs_the_extras_onnxruntime_gpu(major):
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    assert ONNXRUNTIME_GPU_INSTALL == (
-        'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "onnxruntime-gpu>=1.19"')
+    stack = STACKS[major]
+    pin = {12: "onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27", 13: "onnxruntime-gpu[cuda,cudnn]>=1.28,<2"}[major]
+    assert stack.onnxruntime_gpu_install == f'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "{pin}"'
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert "onnxruntime-gpu>=1.19" in extras["gpu"]  # 1.19: the first CUDA 12 build on PyPI
+    assert pin in extras[stack.extra]  # the same pin the extra installs
 
 
 def installed(*names: str):
@@ -337,7 +368,7 @@ def test_an_install_conflict_is_logged_once_per_process_with_both_fixes(toy_mani
     finally:
         ort_backend.warn_of_an_install_conflict.cache_clear()
     (record,) = [r for r in caplog.records if "both here" in r.getMessage()]
-    assert ONNXRUNTIME_GPU_INSTALL in record.getMessage()
+    assert onnxruntime_gpu_install() in record.getMessage()
     assert "on the CPU pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime" in record.getMessage()
 
 
@@ -351,9 +382,8 @@ def tensorrt_on_the_engines_platform(monkeypatch):
     from deghost.runtime import backends
     from deghost.runtime.backends import tensorrt
 
-    monkeypatch.setattr(backends, "tensorrt_unavailable", lambda: None)
-    monkeypatch.setattr(tensorrt, "_libraries", lambda: (None, None))
-    monkeypatch.setattr(tensorrt, "_shared", lambda: tensorrt._Shared(runtime=None, stream=None, platform=H100))
+    monkeypatch.setattr(backends, "tensorrt_backend_unavailable", lambda: None)
+    monkeypatch.setattr(tensorrt, "_shared", lambda: tensorrt._Shared(stream=None, platform=H100))
 
 
 @pytest.mark.parametrize(("plan_bytes", "problem"), [(None, "but missing"), (b"changed", "does not match its sha256")])

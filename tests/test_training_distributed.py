@@ -72,8 +72,11 @@ def _worker(rank: int, port: int, out: Path) -> None:
         distributed.teardown(context)
 
 
-def test_two_processes_with_half_batches_equal_one_process_with_the_whole_batch(tmp_path):
+def test_two_processes_with_half_batches_equal_one_process_with_the_whole_batch(tmp_path, monkeypatch):
     single = run(network(distributed.Context(0, 1, torch.device("cpu"))), batches())
+    # Two gloo processes on the CPU, also on a GPU machine: with a GPU visible, setup() would put LOCAL_RANK 1 on
+    # a second GPU a one-GPU machine lacks (and refuse). The workers are spawned, so they inherit this.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

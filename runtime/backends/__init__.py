@@ -197,8 +197,9 @@ def _shape_text(shape: Sequence) -> str:
     return "[" + ",".join(str(dim) for dim in shape) + "]"
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why TensorRT cannot run here (a sentence), or None when it can."""
+def tensorrt_backend_unavailable() -> str | None:
+    """Why the TensorRT backend cannot open here (a sentence), or None when it can: the machine's TensorRT,
+    cuda-python and GPU (`gpu_platform.tensorrt_platform_missing`), then the stream every stage shares."""
     from . import tensorrt
 
     return tensorrt.unavailable_reason()
@@ -361,7 +362,7 @@ def _open_engine(manifest: Manifest, engine: Artifact | None, strict: bool) -> t
     changed since the build (ManifestError), or one TensorRT cannot load."""
     if engine is None:
         return None, "the manifest lists no TensorRT engine for it"
-    reason = tensorrt_unavailable()
+    reason = tensorrt_backend_unavailable()
     if reason is not None:
         if strict:
             raise BackendError(f"{engine.stage}: TensorRT requested, but {reason}; or run with --backend onnxruntime")

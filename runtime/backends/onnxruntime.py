@@ -23,8 +23,9 @@ import onnxruntime as ort
 
 from deghost.manifest import Artifact, Manifest, build_command
 
-from ..gpu_platform import CUDA_MAJOR, MIN_DRIVER, ONNXRUNTIME_GPU_INSTALL
+from ..gpu_platform import fitting_stack, onnxruntime_gpu_install
 from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, check_graph_names, host_feed
+from .onnxruntime_cuda import cuda_unavailable, load_cuda_libraries
 
 log = logging.getLogger("deghost.runtime")
 
@@ -34,7 +35,8 @@ _DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")  # two packages of the one `
 
 
 def has_cuda_provider() -> bool:
-    """True where this onnxruntime build has the CUDA provider (onnxruntime-gpu)."""
+    """True where this onnxruntime build lists the CUDA provider (onnxruntime-gpu); whether it loads shows only
+    in a session (`onnxruntime_cuda.cuda_unavailable`)."""
     return _CUDA in ort.get_available_providers()
 
 
@@ -70,17 +72,19 @@ def install_conflict(version: Callable[[str], str] = metadata.version) -> str | 
 
 
 def gpu_install_problem() -> str | None:
-    """What keeps this install of ONNX Runtime from CUDA, with the fix (a sentence), or None.
-    None does not promise that the CUDA provider loads: that shows when a session opens."""
+    """What keeps this install of ONNX Runtime from CUDA, with the fix (a sentence), or None when a real
+    session runs on the CUDA provider and onnxruntime-gpu is installed alone."""
     if not has_cuda_provider():
         return _no_cuda_provider()
     conflict = install_conflict()
-    return f"{conflict}; keep onnxruntime-gpu alone: {ONNXRUNTIME_GPU_INSTALL}" if conflict else None
+    if conflict:
+        return f"{conflict}; keep onnxruntime-gpu alone: {onnxruntime_gpu_install()}"
+    return None if cuda_unavailable() is None else cuda_not_loaded()
 
 
 def _no_cuda_provider() -> str:
     return (f"onnxruntime {ort.__version__} here has no CUDA provider{_conflict_clause()}; install onnxruntime-gpu "
-            f"alone: {ONNXRUNTIME_GPU_INSTALL}")
+            f"alone: {onnxruntime_gpu_install()}")
 
 
 def _conflict_clause() -> str:
@@ -94,16 +98,18 @@ def warn_of_an_install_conflict() -> None:
     conflict = install_conflict()
     if conflict:
         log.warning("%s; keep one: on a CUDA machine %s, on the CPU pip uninstall -y onnxruntime onnxruntime-gpu "
-                    "&& pip install onnxruntime", conflict, ONNXRUNTIME_GPU_INSTALL)
+                    "&& pip install onnxruntime", conflict, onnxruntime_gpu_install())
 
 
 def cuda_not_loaded() -> str:
     """Why a session requested on CUDA may have come up on the CPU, and what fixes it (a sentence)."""
+    stack = fitting_stack()
+    preload = load_cuda_libraries()
+    said = f"; onnxruntime.preload_dlls said: {preload}" if preload else ""
     return (f"the CUDA provider of onnxruntime-gpu {ort.__version__} did not load (ONNX Runtime's error above names "
-            f"the library it could not open){_conflict_clause()}: it needs the CUDA {CUDA_MAJOR} and cuDNN 9 "
-            f"libraries (onnxruntime-gpu 1.21 or newer brings them with pip install \"onnxruntime-gpu[cuda,cudnn]\") "
-            f"and an NVIDIA driver {MIN_DRIVER[CUDA_MAJOR]} or newer (nvidia-smi shows it); reinstall with "
-            f"{ONNXRUNTIME_GPU_INSTALL}")
+            f"the library it could not open{said}){_conflict_clause()}: it needs the CUDA {stack.major} and cuDNN 9 "
+            f"libraries of this driver (the {stack.extra} extra brings them) and an NVIDIA driver {stack.min_driver} "
+            f"or newer (nvidia-smi shows it); reinstall with {onnxruntime_gpu_install()}")
 
 
 @functools.cache
@@ -147,6 +153,8 @@ class OnnxRuntimeBackend(ManifestNames):
         options.enable_cpu_mem_arena = memory_arena
         warn_of_an_install_conflict()
         requested = providers_to_try(device)
+        if _CUDA in requested:
+            load_cuda_libraries()  # the pip-installed CUDA/cuDNN libraries, where the provider will find them
         try:
             self.session = ort.InferenceSession(str(path), options, providers=requested)
         except Exception as error:  # ORT raises its own exception types, all worth the same advice
