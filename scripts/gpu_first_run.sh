@@ -42,9 +42,9 @@ step probe "$PYTHON" -c "from deghost.runtime.gpu_platform import platform; prin
 step onnxruntime "$PYTHON" -c "import sys; from deghost.runtime.backends.onnxruntime import gpu_install_problem as p; \
 problem = p(); print(problem or 'onnxruntime-gpu alone, with its CUDA provider'); sys.exit(1 if problem else 0)"
 step pytest "$PYTHON" -m pytest -m "gpu or tensorrt" -rs -q
-step build "$PYTHON" -m deghost.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
+step build "$PYTHON" -m deghost.apps.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
     --out "$OUT/engines"
-step benchmark "$PYTHON" -m deghost.cli bench --preset ffhq1024 --images 1000 --engines "$OUT/engines" \
+step benchmark "$PYTHON" -m deghost.apps.cli bench --preset ffhq1024 --images 1000 --engines "$OUT/engines" \
     --results-dir "$OUT/benchmark"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 

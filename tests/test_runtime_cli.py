@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from deghost.apps.edit import cli
 from deghost.manifest import Manifest
-from deghost.runtime import cli
 from deghost.runtime.faces import NoFaceError
 from deghost.runtime.faces.paste import face_region, paste_back
 from deghost.runtime.images import read_image
@@ -219,7 +219,7 @@ def test_edit_photo_gives_faces_crops_and_one_pasted_photo_per_edit(shared_pipe)
 
 def test_a_file_whose_decoding_raises_anything_else_fails_alone_naming_the_error_and_the_run_goes_on(
         deghost_edit, tmp_path):
-    from deghost.runtime import folder
+    from deghost.apps.edit import folder
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()

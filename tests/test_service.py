@@ -10,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from deghost.runtime.folder import write_failure
-from deghost.runtime.images import read_image
-from deghost.runtime.service import (
+from deghost.apps.edit.folder import write_failure
+from deghost.apps.serve.service import (
     MAX_UPLOAD_BYTES,
     ClientError,
     EditParams,
@@ -21,6 +20,7 @@ from deghost.runtime.service import (
     encode_png,
     parse_params,
 )
+from deghost.runtime.images import read_image
 from tests.helpers.demo_engines import demo_engines
 
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
@@ -76,8 +76,8 @@ def photo_service(request):
     testclient = pytest.importorskip("starlette.testclient", reason="starlette's TestClient needs httpx")
     from starlette.requests import Request
 
+    from deghost.apps.serve.app import EditService
     from deghost.runtime.pipeline import Pipeline
-    from deghost.runtime.serve_app import EditService
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pipeline, "prepare", lambda self, suppress="network": {})

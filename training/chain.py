@@ -56,7 +56,7 @@ class ChainError(RuntimeError):
 
 
 def run(command: list[str], step: str, log=print) -> None:
-    full = [sys.executable, "-m", "deghost.cli", *command]
+    full = [sys.executable, "-m", "deghost.apps.cli", *command]
     log(f"[chain] {step}: deghost {shlex.join(command)}")
     result = subprocess.run(full, check=False)
     if result.returncode != 0:

@@ -2,7 +2,7 @@
 
     deghost train synthesize --sources faces/ --out pairs/ --source synthetic --size 256
     deghost train suppressor --data pairs/ --out runs/s1 --vgg vgg16-397923af.pth
-    torchrun --nproc-per-node 4 -m deghost.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
+    torchrun --nproc-per-node 4 -m deghost.apps.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
     deghost train stylegan2 --data faces/ --out runs/g --size 256
     deghost train diffcam --data faces/ --psp psp_ffhq_encode.pt --directions d/*.npy --out runs/cam
 """
@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from deghost.apps.options import add_backend_options
 from deghost.presets import DEFAULT_PRESET, PRESETS
-from deghost.runtime.cli_options import add_backend_options
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
 from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
@@ -64,7 +64,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     suppressor = commands.add_parser(
         "suppressor", help="train MAResU-Net on cat(I, F_fused) → F_train",
         description="L = 0.1·MSE + 1·VGG-16 perceptual + 0.1·adversarial (StyleGAN2 discriminator); Adam, cosine "
-        "lr; defaults are the paper's. Several processes: torchrun --nproc-per-node N -m deghost.cli train "
+        "lr; defaults are the paper's. Several processes: torchrun --nproc-per-node N -m deghost.apps.cli train "
         "suppressor … (DDP; rank 0 writes checkpoints, log.csv and samples/).",
     )
     add_config_options(suppressor, SuppressorConfig)
@@ -76,7 +76,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "latent_avg into the frozen generator, L = 1.0·L2 + 0.8·LPIPS + 0.1·identity (ArcFace) [+ w-norm]; Ranger "
         "lr 1e-4, batch 8, 500k steps. Writes OUT/psp_ffhq_encode.pt in the official layout at every checkpoint "
         "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read). Several processes: torchrun "
-        "--nproc-per-node N -m deghost.cli train psp … (DDP; BatchNorm over the global batch, so N processes × "
+        "--nproc-per-node N -m deghost.apps.cli train psp … (DDP; BatchNorm over the global batch, so N processes × "
         "--batch-size b train as one process with N·b).",
     )
     add_config_options(psp, PSPConfig)
@@ -111,7 +111,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="EOGI's recipe: pSp and the generator frozen, one random direction per image at α, N-way "
         "cross-entropy on shared(T) − shared(I'); Adam (0.9, 0.99), cosine warm restarts. Writes "
         "diff_cam_weight.pt (the classifier alone) into --out at the end. Several processes: torchrun "
-        "--nproc-per-node N -m deghost.cli train diffcam … (DDP; BatchNorm over the global batch and directions "
+        "--nproc-per-node N -m deghost.apps.cli train diffcam … (DDP; BatchNorm over the global batch and directions "
         "drawn per global batch, so N processes × --batch-size b train as one process with N·b).",
     )
     diffcam.add_argument("--psp", required=True, metavar="FILE", help="psp_ffhq_encode.pt (encoder + generator)")
@@ -136,7 +136,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "run saw 25M images at batch 32 on 8 GPUs). --augment adds ADA (target 0.6; x-flip, 90-degree "
         "rotations, integer translation and colour ops). Checkpoints use rosinality's layout (g, d, g_ema, "
         "g_optim, d_optim, args, ada_aug_p) plus latent_avg, so pSp, `deghost train psp` and load_stylegan2 "
-        "read them. Several processes: torchrun --nproc-per-node N -m deghost.cli train stylegan2 ...",
+        "read them. Several processes: torchrun --nproc-per-node N -m deghost.apps.cli train stylegan2 ...",
     )
     add_config_options(stylegan2, StyleGAN2Config)
     stylegan2.set_defaults(run=_stylegan2)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..directions import DEFAULT_ALPHA
-from ..images import ImageError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.images import ImageError
+
 from .session import (
     CHOOSABLE_MODES,
     DEFAULT_MODES,

@@ -33,12 +33,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .backends import BackendError
-from .directions import DEFAULT_ALPHA
-from .faces import MIN_FACE, Face, FaceChoice, NoFaceError
-from .grid import FIGURE2_COLUMNS, make_grid
-from .images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, to_model_input, write_image
-from .pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.faces import MIN_FACE, Face, FaceChoice, NoFaceError
+from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
+from deghost.runtime.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    from_model_output,
+    read_image,
+    to_model_input,
+    write_image,
+)
+from deghost.runtime.pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
 
 log = logging.getLogger("deghost.runtime")
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..grid import make_grid
-from ..images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
-from ..pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from deghost.runtime.grid import make_grid
+from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+
 from .attributes import attribute_choices
 
 # Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.

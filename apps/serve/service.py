@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .directions import DEFAULT_ALPHA
-from .images import ImageError, decode_image
-from .pipeline import SUPPRESS_MODES, Pipeline
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.images import ImageError, decode_image
+from deghost.runtime.pipeline import SUPPRESS_MODES, Pipeline
 
 MAX_UPLOAD_BYTES = 16 * 2**20  # one photo, even a large JPEG or PNG, fits; more is a mistake or an attack
 MAX_PIXELS = 40_000_000  # decoded size limit (a small PNG can decode to gigabytes)

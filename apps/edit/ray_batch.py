@@ -27,9 +27,12 @@ import numpy as np
 from tqdm import tqdm
 
 from deghost.manifest import Manifest
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.images import ImageError
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.ray_cluster import RayJobError, connected
 
-from .backends import BackendError
-from .directions import DEFAULT_ALPHA
 from .folder import (
     FaceOptions,
     FolderReport,
@@ -43,9 +46,6 @@ from .folder import (
     write_failure,
     write_outputs,
 )
-from .images import ImageError
-from .pipeline import Pipeline
-from .ray_cluster import RayJobError, connected
 
 MAX_RESTARTS = 3  # an actor process that dies is started again this many times
 MAX_TASK_RETRIES = 3  # and the batch it was running is re-run this many times

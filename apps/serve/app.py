@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .pipeline import Pipeline
-from .ray_cluster import LOCAL_HOST, require_ray
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.ray_cluster import LOCAL_HOST, require_ray
+
 from .service import (
     MAX_UPLOAD_BYTES,
     ClientError,

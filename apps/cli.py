@@ -44,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(run=_zoo)
 
     # Each registrar module is torch-free at import; its command imports torch only when it runs.
-    from deghost.bench import add_bench_command
+    from deghost.apps.bench import add_bench_command
+    from deghost.apps.demo.cli import add_demo_command
+    from deghost.apps.edit.cli import add_edit_command
+    from deghost.apps.eval.cli import add_eval_command
+    from deghost.apps.serve.cli import add_serve_command
     from deghost.export.cli import add_build_command, add_export_command
-    from deghost.runtime.cli import add_edit_command
-    from deghost.runtime.demo.cli import add_demo_command
-    from deghost.runtime.serve_cli import add_serve_command
     from deghost.training.cli import add_train_command
-    from deghost.training.evaluation.cli import add_eval_command
 
     add_export_command(commands)
     add_build_command(commands)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .metrics import SSIM_VARIANTS
+from deghost.training.evaluation.metrics import SSIM_VARIANTS
 
 _LISTED_UNPAIRED = 10
 
@@ -51,7 +51,7 @@ def _comma_list(text: str) -> list[str]:
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval` on the `deghost` subparsers; its handler is `args.run(args) -> exit code`."""
-    from deghost.runtime.cli_options import add_backend_option, add_engines_option, add_precision_option
+    from deghost.apps.options import add_backend_option, add_engines_option, add_precision_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
     from .methods import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
@@ -131,7 +131,7 @@ def _usage_error(message: str) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .tables import TABLE_FILES
+    from deghost.training.evaluation.tables import TABLE_FILES
 
     if args.outputs is not None and args.references is None:
         return _usage_error("--outputs needs --references (the folder of reference images)")
@@ -151,10 +151,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from deghost.manifest import ManifestError
     from deghost.runtime.backends import BackendError
     from deghost.runtime.images import ImageError
-
-    from ..checkpoints import CheckpointError
-    from .evaluate import EvaluationError, load_metric_models
-    from .tables import format_markdown, write_tables
+    from deghost.training.checkpoints import CheckpointError
+    from deghost.training.evaluation.evaluate import EvaluationError, load_metric_models
+    from deghost.training.evaluation.tables import format_markdown, write_tables
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,7 +177,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _score_pairs(args: argparse.Namespace, models) -> tuple[list, list[str]]:
     """--outputs/--references: one group of existing image pairs."""
-    from .evaluate import evaluate_pairs, pair_folders, read_pairs
+    from deghost.training.evaluation.evaluate import evaluate_pairs, pair_folders, read_pairs
 
     pairing = pair_folders(args.outputs, args.references)
     unpaired = _unpaired_notes(pairing)

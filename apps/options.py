@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .backends import BACKENDS, DEVICES, PRECISIONS
+from deghost.runtime.backends import BACKENDS, DEVICES, PRECISIONS
 
 ENGINES_HELP = "folder with manifest.json, engines/graphs and directions/ (default: engines/)"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backends import BackendError
-from .cli_options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.runtime.backends import BackendError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -55,7 +55,7 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .ray_cluster import RayMissingError, connected
+    from deghost.runtime.ray_cluster import RayMissingError, connected
 
     if min(args.replicas, args.max_batch, args.queue) < 1 or (args.threads is not None and args.threads < 1):
         return _usage_error("--replicas, --max-batch, --queue and --threads must be at least 1")
@@ -63,7 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with connected(args.address, feature="deghost serve"):
             from ray import serve
 
-            from .serve_app import start_service, wait_until_interrupted
+            from .app import start_service, wait_until_interrupted
 
             try:
                 url = start_service(args.engines, args.replicas, args.host, args.port, args.backend, args.threads,

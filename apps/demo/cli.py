@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..backends import BackendError
-from ..cli_options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.runtime.backends import BackendError
+
 from .session import BUNDLED_SAMPLES, DemoSession, find_samples
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -52,7 +53,8 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..pipeline import Pipeline
+    from deghost.runtime.pipeline import Pipeline
+
     from .app import GradioMissing, build_app, import_gradio, launch
 
     try:

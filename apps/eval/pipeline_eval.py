@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from deghost.apps.edit.folder import collect_inputs
 from deghost.runtime.directions import DEFAULT_ALPHA
-from deghost.runtime.folder import collect_inputs
 from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from deghost.runtime.pipeline import Pipeline
+from deghost.training.evaluation.evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
+from deghost.training.evaluation.tables import GroupResult
 
-from .evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
 from .methods import METHOD_MODES, REFERENCES
-from .tables import GroupResult
 
 REFERENCE_FOLDER = "reference"  # saved images: <save>/<attribute>/<method or reference>/<name>.png
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import BackendError
-from .cli_options import add_aligned_option, add_backend_options, add_engines_option
-from .directions import DEFAULT_ALPHA
-from .faces import MIN_FACE
+from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.faces import MIN_FACE
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+
 from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
-from .pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
@@ -150,8 +151,9 @@ def _edit(args: argparse.Namespace) -> int:
 
 def _edit_on_ray(args: argparse.Namespace, inputs: list[Path], face_options: FaceOptions) -> int:
     """`--ray`: the same run, plan, files, summary and exit codes on a Ray cluster (runtime/ray_batch.py)."""
+    from deghost.runtime.ray_cluster import RayJobError, RayMissingError
+
     from .ray_batch import run_folder_ray
-    from .ray_cluster import RayJobError, RayMissingError
 
     if args.ray_workers is not None and args.ray_workers < 1:
         return _usage_error("--ray-workers must be at least 1")
