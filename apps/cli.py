@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from deghost import __version__
+from deghost.apps.exits import EXIT_FAILED, EXIT_OK
 from deghost.presets import DEFAULT_PRESET, PRESETS
 
 
@@ -16,7 +17,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     ok = run_selfcheck(args.preset, args.networks, args.repeats, not args.no_flops)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deghost.apps.demo.cli import add_demo_command
     from deghost.apps.edit.cli import add_edit_command
     from deghost.apps.eval.cli import add_eval_command
+    from deghost.apps.options import add_backend_options
     from deghost.apps.serve.cli import add_serve_command
     from deghost.export.cli import add_build_command, add_export_command
     from deghost.training.cli import add_train_command
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(commands)
     add_build_command(commands)
     add_edit_command(commands)
-    add_train_command(commands)
+    add_train_command(commands, add_backend_options)
     add_eval_command(commands)
     add_bench_command(commands)
     add_demo_command(commands)

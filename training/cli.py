@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from deghost.apps.options import add_backend_options
 from deghost.presets import DEFAULT_PRESET, PRESETS
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
@@ -22,11 +22,13 @@ from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
 from .psp_config import PSPConfig
 
 
-def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `train` and its three subcommands on a `deghost` subparsers object."""
+def add_train_command(subparsers: argparse._SubParsersAction, add_backend_options: Callable[..., None]
+                      ) -> argparse.ArgumentParser:
+    """Register `train` and its three subcommands on a `deghost` subparsers object; `add_backend_options`
+    declares `--backend`, `--device`, `--precision`, `--threads` as `deghost edit` does (deghost.apps.options)."""
     train = subparsers.add_parser(
         "train", help="make training pairs, train the suppressor or the Diff-CAM classifier",
-        description="Training (DESIGN §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
+        description="Training (docs/design.md §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
         "trains MAResU-Net on them, `diffcam` trains the editing-region classifier.",
     )
     commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
@@ -279,7 +281,7 @@ def _diffcam(args: argparse.Namespace) -> int:
         directions = torch.stack([
             torch.from_numpy(load_direction(path, preset.n_latent, preset.style_dim)) for path in args.directions
         ])
-        classifier = checkpoints.load_diffcam(args.init, args.n_classes or 17) if args.init else None
+        classifier = checkpoints.load_diffcam(args.init, args.n_classes or preset.n_classes) if args.init else None
         last = train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
                              psp.generator, directions, args.classes, classifier)
     except _errors() as error:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deghost.apps.edit.ray_batch import MAX_RESTARTS, MAX_TASK_RETRIES
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 from deghost.runtime.images import ImageError, read_image
-from deghost.runtime.ray_cluster import connected
+from deghost.runtime.ray_cluster import MAX_RESTARTS, MAX_TASK_RETRIES, connected
 
 # data.py's steps, reused so a Ray run and a local run make the same dataset
 from .data import (

@@ -10,12 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from deghost.apps.exits import EXIT_OK, usage_error
 from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
 from deghost.runtime.backends import BackendError
 
 from .session import BUNDLED_SAMPLES, DemoSession, find_samples
-
-EXIT_OK, EXIT_USAGE = 0, 2
 
 DESCRIPTION = """\
 A web page to try the edits: upload a photo or pick a sample, choose the attribute and α, compare
@@ -77,5 +76,4 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost demo: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("demo", message)

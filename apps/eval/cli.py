@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deghost.apps.exits import EXIT_FAILED, EXIT_OK, usage_error
 from deghost.training.evaluation.metrics import SSIM_VARIANTS
 
 _LISTED_UNPAIRED = 10
@@ -126,8 +127,7 @@ def _unpaired_notes(pairing) -> list[str]:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost eval: error: {message}", file=sys.stderr)
-    return 2
+    return usage_error("eval", message)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -167,12 +167,12 @@ def run_eval(args: argparse.Namespace) -> int:
         groups, notes = (_score_pairs if args.outputs is not None else _run_pipeline)(args, models)
     except (EvaluationError, CheckpointError, ImageError, ManifestError, BackendError) as error:
         print(f"deghost eval: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     notes = models.notes + notes
     written = write_tables(groups, args.out, notes)
     print(format_markdown(groups, notes))
     print("written: " + ", ".join(str(path) for path in written))
-    return 0
+    return EXIT_OK
 
 
 def _score_pairs(args: argparse.Namespace, models) -> tuple[list, list[str]]:
