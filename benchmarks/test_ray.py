@@ -61,7 +61,7 @@ def _save(name: str, data: dict) -> None:
 
 
 def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines, tmp_path):
-    from deghost.apps.edit.folder import run_folder
+    from deghost.apps.edit.folder import FolderRun, run_folder
     from deghost.apps.edit.ray_batch import run_folder_ray
     from deghost.runtime.pipeline import Pipeline
 
@@ -72,10 +72,10 @@ def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines,
 
     def local(out: Path) -> None:
         with Pipeline.load(engines, threads=CLUSTER_CPUS) as pipe:
-            run_folder(pipe, inputs, out, progress=False)
+            run_folder(pipe, FolderRun(inputs, out), progress=False)
 
     def on_ray(workers: int):
-        return lambda out: run_folder_ray(engines, inputs, out, ray_workers=workers, progress=False)
+        return lambda out: run_folder_ray(engines, FolderRun(inputs, out), ray_workers=workers, progress=False)
 
     modes = {"local folder mode": local, "Ray Data, 1 actor": on_ray(1), "Ray Data, 2 actors": on_ray(2)}
     seconds = {name: [] for name in modes}

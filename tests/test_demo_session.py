@@ -77,7 +77,7 @@ def test_downloads_are_the_result_photo_and_the_grid(session, edited, photo):
     result, grid = session.downloads(edited)
     assert result.name == "astronaut_smile-10_network.png" and grid.name == "astronaut_smile-10_grid.png"
     np.testing.assert_array_equal(read_image(result).rgb, edited.photos["network"])
-    expected_shape = photo.shape if session.photo_path else edited.original.shape
+    expected_shape = photo.shape if session.finds_faces else edited.original.shape
     assert read_image(result).rgb.shape == expected_shape
     assert read_image(grid).rgb.shape[1] == 3 * edited.original.shape[1]  # original | fused | ours
 

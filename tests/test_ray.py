@@ -1,7 +1,7 @@
 """deghost on Ray: `edit --ray` (Ray Data) against the local folder mode, and the Ray Serve service.
 
 One local Ray cluster per session (2 CPUs, loopback only), shut down at the end. Expected files come
-from the local folder mode (runtime/folder.py, no Ray) and expected images from Pipeline.edit.
+from the local folder mode (apps/edit/folder.py, no Ray) and expected images from Pipeline.edit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deghost.apps.edit.folder import collect_inputs, run_folder
+from deghost.apps.edit.folder import FolderRun, collect_inputs, run_folder
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 
@@ -67,8 +67,8 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_pat
     (tmp_path / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = collect_inputs([tmp_path / "in"])
     with Pipeline.load(tiny, threads=1, device="cpu") as pipe:
-        local = run_folder(pipe, inputs, tmp_path / "local", progress=False)
-    distributed, backends = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=2, threads=1,
+        local = run_folder(pipe, FolderRun(inputs, tmp_path / "local"), progress=False)
+    distributed, backends = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), ray_workers=2, threads=1,
                                            progress=False, device="cpu")
 
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # byte for byte, same names, no stray files
@@ -78,7 +78,7 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_pat
     assert "could not be decoded" in distributed.failed[0][1]
     assert set(backends) >= {"encoder", "generator", "diffcam", "suppressor"}
 
-    again, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", progress=False)  # skip-existing
+    again, _ = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), progress=False)  # skip-existing
     assert (again.processed, again.written, sorted(p.name for p in again.kept)) == (0, 0, ["face0.png", "face1.png"])
 
 
@@ -101,7 +101,7 @@ def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, ti
             (first.parent / f".{first.name}.deadbeef.tmp").write_bytes(b"half an image")
             os._exit(1)
 
-    report, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=1, threads=1, progress=False,
+    report, _ = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), ray_workers=1, threads=1, progress=False,
                                actor_class=DiesAfterItsFirstBatch, device="cpu")
 
     assert marker.exists()  # the crash happened

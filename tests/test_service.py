@@ -1,9 +1,10 @@
-"""The service's request checks (runtime/service.py), without Ray: what a client may send and the
+"""The service's request checks (apps/serve/service.py), without Ray: what a client may send and the
 status each mistake gets; the HTTP answer to a photo without a face; concurrent photo uploads sharing
 one pipeline batch; and the folder mode's report line for a full disk."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from deghost.apps.serve.service import (
     encode_png,
     parse_params,
 )
+from deghost.files import DiskFullError, disk_full_reported
 from deghost.runtime.images import read_image
 from tests.helpers.demo_engines import demo_engines
 
@@ -133,10 +135,18 @@ def test_photo_uploads_share_one_pipeline_batch_and_one_without_a_face_gets_422_
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
-def test_a_full_disk_is_reported_as_such():
-    with pytest.raises(OSError) as raised, open("/dev/full", "wb") as full:
+def test_a_full_disk_is_reported_as_such(tmp_path):
+    target = tmp_path / "face_smile+20_network.png"
+    with pytest.raises(DiskFullError) as raised, disk_full_reported(target, []), open("/dev/full", "wb") as full:
         full.write(b"pixels")
         full.flush()
     message = write_failure(raised.value)
-    assert "disk is full" in message and "--out" in message
+    assert "no space left" in message and target.name in message and "another disk" in message
     assert write_failure(PermissionError(13, "Permission denied")) == "writing failed: [Errno 13] Permission denied"
+
+
+def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path):
+    target = tmp_path / "face_smile+20_network.png"
+    with pytest.raises(DiskFullError) as raised, disk_full_reported(target, []):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert "no space left" in write_failure(raised.value)
