@@ -1,5 +1,6 @@
-"""The options that `deghost edit`, `serve` and `demo` share, declared once: where the engines are, which
-backend, device, precision and threads run them, and whether inputs are already aligned crops."""
+"""The options that `deghost edit`, `serve`, `demo`, `eval` and `train synthesize` share, declared once: where
+the engines are, which backend, device, precision and threads run them, and whether inputs are already
+aligned crops."""
 
 from __future__ import annotations
 
