@@ -333,3 +333,17 @@ def test_a_photo_whose_face_finding_or_paste_back_raises_fails_alone_and_the_run
     pasting = "pasting the edited faces back failed (error: warpAffine crashed)"  # cv2.error's class is "error"
     assert f"failed: {inputs / 'pasting.png'}: {pasting}" in stdout
     assert "1 file(s) written, 2 failed" in stdout
+
+
+def test_a_folder_run_is_checked_once_for_both_drivers_before_any_image_is_read(tmp_path):
+    from deghost.apps.edit.folder import FolderRun
+
+    taken = tmp_path / "out.png"
+    taken.write_bytes(b"a file where the output folder should be")
+    with pytest.raises(ValueError, match=f"output folder {taken} is a file; give a folder"):
+        FolderRun([tmp_path / "missing.png"], taken)
+    with pytest.raises(ValueError, match="batch must be at least 1; got 0"):
+        FolderRun([tmp_path / "missing.png"], tmp_path / "out", batch=0)
+    run = FolderRun([str(tmp_path / "a.png")], str(tmp_path / "out"), suppress="poisson", grid=True)
+    assert run.inputs == [tmp_path / "a.png"] and run.out_dir == tmp_path / "out"
+    assert run.modes == ["poisson", "network", "eogi"]  # the one asked for, then the grid's comparison

@@ -134,6 +134,27 @@ def test_photo_uploads_share_one_pipeline_batch_and_one_without_a_face_gets_422_
         assert answer.shape == photo.shape and difference.max() <= 1 and (difference > 0).mean() < 1e-4
 
 
+def test_aligned_uploads_share_one_batch_and_an_unusable_one_gets_422_alone(pipe, monkeypatch):
+    crop = read_image(FACE).rgb  # taken as an aligned crop: resized to the preset's side, not searched for faces
+    flat = np.zeros((64, 64), np.uint8)  # no colour channels: no image the models take
+    batches = []
+
+    def counted(images, *args, _run=pipe.run, **kwargs):
+        batches.append(len(images))
+        return _run(images, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "run", counted)
+    answers = edit_many(pipe, [crop, flat, crop], EditParams(suppress="none"), aligned=True)
+    assert batches == [2]  # the two crops in one pipeline batch, the unusable upload left out
+    assert isinstance(answers[1], ClientError) and answers[1].status == 422 and "RGB uint8" in str(answers[1])
+    monkeypatch.undo()
+    alone = pipe.edit(crop, suppress="none").rgb()[0]  # the aligned path of the library's own edit
+    side = pipe.preset.image_size
+    for answer in (answers[0], answers[2]):
+        difference = np.abs(answer.astype(int) - alone)  # batch-position rounding only, as for photos
+        assert answer.shape == (side, side, 3) and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
 def test_a_full_disk_is_reported_as_such(tmp_path):
     target = tmp_path / "face_smile+20_network.png"
