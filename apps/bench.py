@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deghost.apps.exits import usage_error
+from .exits import usage_error
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, for an editable or in-place install
 BENCHMARKS = SOURCE_ROOT / "benchmarks"

@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from deghost import __version__
-from deghost.apps.exits import EXIT_FAILED, EXIT_OK
 from deghost.presets import DEFAULT_PRESET, PRESETS
+
+from .exits import EXIT_FAILED, EXIT_OK
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -45,14 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(run=_zoo)
 
     # Each registrar module is torch-free at import; its command imports torch only when it runs.
-    from deghost.apps.bench import add_bench_command
-    from deghost.apps.demo.cli import add_demo_command
-    from deghost.apps.edit.cli import add_edit_command
-    from deghost.apps.eval.cli import add_eval_command
-    from deghost.apps.options import add_backend_options
-    from deghost.apps.serve.cli import add_serve_command
     from deghost.export.cli import add_build_command, add_export_command
     from deghost.training.cli import add_train_command
+
+    from .bench import add_bench_command
+    from .demo.cli import add_demo_command
+    from .edit.cli import add_edit_command
+    from .eval.cli import add_eval_command
+    from .options import add_backend_options
+    from .serve.cli import add_serve_command
 
     add_export_command(commands)
     add_build_command(commands)

@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from deghost.apps.exits import EXIT_OK, usage_error
-from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
 from deghost.runtime.backends import BackendError
 
+from ..exits import EXIT_OK, usage_error
+from ..options import add_aligned_option, add_backend_options, add_engines_option
 from .session import BUNDLED_SAMPLES, DemoSession, find_samples
 
 DESCRIPTION = """\

@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from deghost.apps.exits import EXIT_FAILED, EXIT_OK, usage_error
 from deghost.training.evaluation.metrics import SSIM_VARIANTS
+
+from ..exits import EXIT_FAILED, EXIT_OK, usage_error
 
 _LISTED_UNPAIRED = 10
 
@@ -52,9 +53,9 @@ def _comma_list(text: str) -> list[str]:
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval` on the `deghost` subparsers; its handler is `args.run(args) -> exit code`."""
-    from deghost.apps.options import add_backend_option, add_engines_option, add_precision_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
+    from ..options import add_backend_option, add_engines_option, add_precision_option
     from .methods import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
 
     parser = subparsers.add_parser(

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from deghost.apps.edit.folder import collect_inputs
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
 from deghost.runtime.pipeline import FaceOptions, Pipeline
 from deghost.training.evaluation.evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
 from deghost.training.evaluation.tables import GroupResult
 
+from ..edit.folder import collect_inputs
 from .methods import METHOD_MODES, REFERENCES
 
 REFERENCE_FOLDER = "reference"  # saved images: <save>/<attribute>/<method or reference>/<name>.png

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from deghost.apps.exits import EXIT_OK, usage_error
-from deghost.apps.options import add_aligned_option, add_backend_options, add_engines_option
 from deghost.runtime.backends import BackendError
 from deghost.runtime.ray_cluster import LOCAL_HOST
 
+from ..exits import EXIT_OK, usage_error
+from ..options import add_aligned_option, add_backend_options, add_engines_option
 from .app import DEFAULT_MAX_BATCH, DEFAULT_PORT, DEFAULT_QUEUE
 
 EPILOG = """\
