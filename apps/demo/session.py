@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from deghost.runtime.grid import make_grid
-from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
+from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 
 from .attributes import attribute_choices
@@ -207,7 +207,7 @@ def find_samples(folders: Sequence[Path]) -> list[Path]:
     found: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
-            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            for path in image_files(folder):
                 found.setdefault(path.name, path)
     return list(found.values())
 

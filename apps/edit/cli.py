@@ -17,11 +17,12 @@ from tqdm import tqdm
 from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
+from deghost.runtime.images import IMAGE_SUFFIXES
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 
 from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
 from ..options import add_aligned_option, add_backend_options, add_engines_option
-from .folder import IMAGE_SUFFIXES, FolderReport, FolderRun, collect_inputs, run_folder
+from .folder import FolderReport, FolderRun, collect_inputs, run_folder
 
 RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
 

@@ -37,7 +37,7 @@ from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import NoFaceError
 from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
-from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
+from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
 from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, Edit, EditResult, FaceOptions, Pipeline
 
 log = logging.getLogger("deghost.runtime")
@@ -61,8 +61,7 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            found += image_files(path)
         else:
             found.append(path)
     return list(dict.fromkeys(found))

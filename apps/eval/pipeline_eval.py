@@ -24,12 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from deghost.runtime.directions import DEFAULT_ALPHA
-from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
+from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, image_files, read_image, write_image
 from deghost.runtime.pipeline import FaceOptions, Pipeline
 from deghost.training.evaluation.evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
 from deghost.training.evaluation.tables import GroupResult
 
-from ..edit.folder import collect_inputs
 from .methods import METHOD_MODES, REFERENCES
 
 REFERENCE_FOLDER = "reference"  # saved images: <save>/<attribute>/<method or reference>/<name>.png
@@ -48,7 +47,7 @@ def first_images(folder: str | Path, count: int) -> list[Path]:
         raise EvaluationError(f"image folder {folder} does not exist or is not a folder; check the path")
     if count < 1:
         raise EvaluationError(f"--first must be at least 1, got {count}")
-    images = sorted(collect_inputs([folder]), key=natural_key)
+    images = sorted(image_files(folder), key=natural_key)
     if not images:
         raise EvaluationError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return images[:count]
