@@ -61,9 +61,9 @@ def _save(name: str, data: dict) -> None:
 
 
 def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines, tmp_path):
-    from deghost.runtime.folder import run_folder
+    from deghost.apps.edit.folder import FolderRun, run_folder
+    from deghost.apps.edit.ray_batch import run_folder_ray
     from deghost.runtime.pipeline import Pipeline
-    from deghost.runtime.ray_batch import run_folder_ray
 
     n = request.config.getoption("--images") or 8
     rounds = request.config.getoption("--rounds")
@@ -72,10 +72,10 @@ def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines,
 
     def local(out: Path) -> None:
         with Pipeline.load(engines, threads=CLUSTER_CPUS) as pipe:
-            run_folder(pipe, inputs, out, progress=False)
+            run_folder(pipe, FolderRun(inputs, out), progress=False)
 
     def on_ray(workers: int):
-        return lambda out: run_folder_ray(engines, inputs, out, ray_workers=workers, progress=False)
+        return lambda out: run_folder_ray(engines, FolderRun(inputs, out), ray_workers=workers, progress=False)
 
     modes = {"local folder mode": local, "Ray Data, 1 actor": on_ray(1), "Ray Data, 2 actors": on_ray(2)}
     seconds = {name: [] for name in modes}
@@ -105,9 +105,9 @@ def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines,
 def test_service_latency_and_throughput(benchmark, ray_cluster, engines, tmp_path):
     from ray import serve
 
+    from deghost.apps.serve.app import start_service
+    from deghost.apps.serve.service import encode_png
     from deghost.runtime.pipeline import Pipeline
-    from deghost.runtime.serve_app import start_service
-    from deghost.runtime.service import encode_png
 
     side = Pipeline.load(engines).preset.image_size
     bodies = [encode_png(cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)) for rgb in faces(CLIENTS)]

@@ -2,7 +2,9 @@
 
 The data flow is image → invert (pSp) → edit (w + α·n̂) → fuse (Diff-CAM mask) → suppress
 (MAResU-Net). `deghost.training` makes weights (torch), `deghost.export` turns them into ONNX
-graphs and TensorRT engines, `deghost.runtime` runs those engines without torch.
+graphs and TensorRT engines, `deghost.runtime` runs those engines without torch, and `deghost.apps`
+are the applications over it (the `deghost` command line, the service, the demo). This package itself
+holds the facts every layer shares (docs/design.md §5).
 """
 
 __version__ = "0.1.0"

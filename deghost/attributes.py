@@ -1,6 +1,6 @@
 """The paper's four editable attributes and their Diff-CAM classes (torch-free).
 
-Class indices are those of the 17-way classifier of the public EOGI weights (DESIGN §1).
+Class indices are those of the 17-way classifier of the public EOGI weights (docs/design.md §1).
 """
 
 from __future__ import annotations

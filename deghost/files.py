@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -75,11 +76,26 @@ def disk_full_reported(path: Path, partial: Sequence[Path]) -> Iterator[None]:
         raise
 
 
+_TEMPORARY_NAME = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where atomic_write writes `path` first: `.<name>.<8 hex>.tmp` beside it (hidden, unique per write)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def temporary_target(temporary: Path) -> Path | None:
+    """The file a `temporary_path` was written for (`.a.png.0123abcd.tmp` → `a.png` beside it), else None:
+    how a clean-up finds the temporary files a killed writer left behind."""
+    match = _TEMPORARY_NAME.fullmatch(temporary.name)
+    return temporary.with_name(match[1]) if match else None
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then rename it to `path` (removed on failure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temporary = temporary_path(path)
     try:
         with disk_full_reported(path, [temporary]):
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -1,7 +1,7 @@
 """The engine manifest (`engines/manifest.json`): what was built, from what, for which machine.
 
 Torch-free: export writes it, the runtime trusts it. One `Artifact` per file (an ONNX graph or a
-TensorRT plan) records its stage, precision, I/O, hashes and build environment (DESIGN §3).
+TensorRT plan) records its stage, precision, I/O, hashes and build environment (docs/design.md §4).
 The manifest is written atomically (temp file + rename) so a crashed build never leaves half a file.
 """
 

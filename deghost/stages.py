@@ -1,4 +1,4 @@
-"""The stage table: names, inputs and outputs of every exported graph (DESIGN §3), as data.
+"""The stage table: names, inputs and outputs of every exported graph (docs/design.md §3), as data.
 
 Export, engine building, the runtime and the benchmarks all read this table; a stage's tensor
 names are the contract between an ONNX graph, its TensorRT engine and the code that feeds it.
@@ -86,6 +86,17 @@ def stage_table(preset: str | Preset = "ffhq1024") -> dict[str, Stage]:
 
 
 STAGE_NAMES = tuple(stage_table())
+
+# Each stage's official checkpoint file, as `deghost build/export --checkpoints DIR` looks it up and as
+# `deghost train` writes it (the suppressor also takes --suppressor FILE).
+CHECKPOINT_FILES = {
+    "encoder": "psp_ffhq_encode.pt",
+    "generator": "psp_ffhq_encode.pt",  # pSp's decoder is the generator the encoder inverts into
+    "diffcam": "diff_cam_weight.pt",
+    "suppressor": "maresunet.pt",
+    "deghosting": "deghosting.pt",
+    "face_parser": "79999_iter.pth",
+}
 
 
 def example_feeds(stage: Stage, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

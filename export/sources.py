@@ -22,20 +22,11 @@ from deghost.attributes import ATTRIBUTES
 from deghost.files import atomic_write_bytes, sha256_of
 from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.presets import Preset
-from deghost.stages import STAGE_NAMES
+from deghost.stages import CHECKPOINT_FILES, STAGE_NAMES
 
 if TYPE_CHECKING:  # torch is imported when a graph is built, so the build's --help stays fast
     from torch import nn
 
-# Official file per stage, looked up in --checkpoints DIR (the suppressor also takes --suppressor FILE).
-CHECKPOINT_FILES = {
-    "encoder": "psp_ffhq_encode.pt",
-    "generator": "psp_ffhq_encode.pt",  # pSp's decoder is the generator the encoder inverts into
-    "diffcam": "diff_cam_weight.pt",
-    "suppressor": "maresunet.pt",
-    "deghosting": "deghosting.pt",
-    "face_parser": "79999_iter.pth",
-}
 DIRECTION_SHAPE = (18, 512)  # W+ of the 1024 generator; smaller generators use the first rows
 
 

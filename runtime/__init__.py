@@ -1,1 +1,2 @@
-"""Torch-free runtime: chains the exported engines (TensorRT or ONNX Runtime) with seamlessClone."""
+"""The runtime library a tool embeds, torch-free: the Pipeline over the exported engines (TensorRT, ONNX Runtime,
+OpenVINO), faces, blending, images and directions. The applications that drive it live in deghost.apps."""

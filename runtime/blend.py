@@ -1,7 +1,7 @@
 """The fusion `mix`, the face mask and the Poisson (seamlessClone) blend of the classical suppressor
 (torch-free).
 
-DESIGN §1: out = seamlessClone(F_fused → I, M_face), where M_face is the intersection of the
+docs/design.md §1: out = seamlessClone(F_fused → I, M_face), where M_face is the intersection of the
 face classes that BiSeNet finds in F_fused and in I. Training uses the same two functions to make
 its targets, so they live here once.
 """
@@ -25,7 +25,7 @@ _BORDER_MARGIN = 1
 
 
 def mix(image, edit, mask):
-    """F_fused = T·M + I·(1−M) (DESIGN §1): the edit where the mask is 1, the image where it is 0.
+    """F_fused = T·M + I·(1−M) (docs/design.md §1): the edit where the mask is 1, the image where it is 0.
 
     Pure arithmetic, so numpy arrays and torch tensors alike: the runtime, the exported graphs and
     the synthetic training data all fuse with this one formula, each after bringing the mask to

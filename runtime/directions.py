@@ -1,7 +1,7 @@
 """Latent editing directions: load, normalise, apply (torch-free).
 
 A direction is one `.npy` per attribute, shape (18, 512) float64 in the W+ space of the 1024
-generator. The edit is w + α·n̂ with n̂ = n / ‖n‖_F over the whole array (DESIGN §1), α = 20.
+generator. The edit is w + α·n̂ with n̂ = n / ‖n‖_F over the whole array (docs/design.md §1), α = 20.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The editing pipeline over the exported stages (DESIGN §1, §4), torch-free.
+"""The editing pipeline over the exported stages (docs/design.md §1, §5), torch-free.
 
     encoder(I) → w;  w_edit = w + α·n̂;  generator(concat[w, w_edit]) → I', T (+ 256² copies)
     diffcam(I'₂₅₆, T₂₅₆, class) → M;  then one or more suppress modes:
@@ -12,7 +12,10 @@
 
 Ordinary photos go through `edit_photo` (`edit_photos` for several, their faces in one batch): faces
 found, FFHQ-aligned to S², edited as one batch and pasted back (see deghost.runtime.faces); `edit`
-takes already aligned faces. Batches are run in chunks of at most `max_rows` rows per stage.
+takes already aligned faces. `edit_inputs` takes either, as `FaceOptions` says: the one place where an
+input is taken as an ordinary photo or as an aligned crop (`crops`), and its edit is pasted back into
+the photo or given as the crop (`edited`); every application goes through it. Batches are run in
+chunks of at most `max_rows` rows per stage.
 
 Several attributes and alphas run in one call: the edits are every attribute at every alpha, and
 result row i·K + k is image i with edit k. Inside, rows are ordered edit-major so each image's
@@ -121,14 +124,44 @@ class EditResult:
 
 @dataclass
 class PhotoResult:
-    """One photo's results (`edit_photo`, `edit_photos`): `photos[mode][k]` is the whole photo (input's H×W)
-    with edit k pasted into every chosen face; `faces` the faces in the order of `result`'s images; `result`
-    the edit of this photo's aligned crops (row `result.row(face, k)`; timings: the stages' for the whole
-    batch, FACES and PASTE this photo's)."""
+    """One input's results (`edit_photo`, `edit_photos`, `edit_inputs`): `photos[mode][k]` is the whole photo
+    (input's H×W) with edit k pasted into every chosen face; `faces` the faces in the order of `result`'s images;
+    `result` the edit of this photo's aligned crops (row `result.row(face, k)`; timings: the stages' for the
+    whole batch, FACES and PASTE this photo's). For an aligned crop (FaceOptions.aligned) `photos` are the
+    edited crops and `faces` is empty."""
 
     photos: dict[str, list[np.ndarray]]
     faces: list[Face]
     result: EditResult
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """What an input image is: by default an ordinary photo whose faces are found (`faces`: "all", "largest"
+    or face N left to right, each of at least `min_face` px), aligned, edited and pasted back; with `aligned`
+    an FFHQ-aligned face crop, edited as it is (centre-cropped and resized to the preset's side, with a
+    warning, where it is not square at that side)."""
+
+    aligned: bool = False
+    faces: FaceChoice = "all"
+    min_face: float = MIN_FACE
+
+
+@dataclass
+class Crops:
+    """One input image as the pipeline takes it (`Pipeline.crops`): its aligned faces as model input and the
+    photo they go back into, or (`photo` None) the input as its own aligned crop."""
+
+    tensor: np.ndarray | None  # float32 [rows,3,S,S] in [-1,1]; a caller may drop it (None) once it has run
+    photo: np.ndarray | None  # RGB uint8 [H,W,3] the faces are pasted back into; None for an aligned crop
+    faces: list[Face]  # the photo's faces, in row order (empty for an aligned crop)
+    warnings: list[str]  # e.g. an aligned crop that had to be resized
+    ms: float  # time taken to find and align the faces (or to convert the crop)
+
+    @property
+    def rows(self) -> int:
+        """Images this input adds to a pipeline batch: one per face, or the crop itself."""
+        return 1 if self.photo is None else len(self.faces)
 
 
 class Pipeline:
@@ -301,36 +334,57 @@ class Pipeline:
         """`edit_photo` for several photos, with the faces of all of them edited as one batch (chunked as
         `run` chunks): per photo its PhotoResult, or the ImageError (NoFaceError: no face) that is its
         alone. Configuration errors (unknown attribute or mode) raise before any face is looked for."""
+        return self.edit_inputs(photos, attribute, alpha, suppress, FaceOptions(False, faces, min_face), class_index)
+
+    def edit_inputs(self, images: Sequence[np.ndarray], attribute: str | Sequence[str] = "smile",
+                    alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str | Sequence[str] = "network",
+                    options: FaceOptions | None = None, class_index: int | None = None
+                    ) -> list[PhotoResult | ImageError]:
+        """RGB uint8 images, photos or aligned crops as `options` says, edited as one batch: per input its
+        PhotoResult (for an aligned crop, `photos` are the edited crops and `faces` is empty), or the ImageError
+        that is its alone (no face, unusable pixels). Configuration errors raise before any input is read."""
         edits, modes = self.edits(attribute, alpha, class_index), _modes(suppress)
-        found = [self._timed_faces(photo, faces, min_face) for photo in photos]
-        crops = [face.crop for chosen, _ in found if not isinstance(chosen, ImageError) for face in chosen]
-        result = self.run(crops, edits, modes) if crops else None
-        return self._paste_each(photos, found, result)
-
-    def _timed_faces(self, photo: np.ndarray, faces: FaceChoice, min_face: float
-                     ) -> tuple[list[Face] | ImageError, float]:
-        """(the photo's chosen faces, or its ImageError, and the milliseconds finding took)."""
-        started = time.perf_counter()
-        try:
-            chosen = self.find_faces(photo, faces, min_face)
-        except ImageError as error:  # NoFaceError included: this photo's problem, not the others'
-            chosen = error
-        return chosen, (time.perf_counter() - started) * 1e3
-
-    def _paste_each(self, photos: Sequence[np.ndarray], found: list[tuple[list[Face] | ImageError, float]],
-                    result: EditResult | None) -> list[PhotoResult | ImageError]:
-        """Each photo with faces gets its own rows of `result` (its faces' crops, in order) pasted back."""
+        prepared = [self._crops_or_error(image, options or FaceOptions()) for image in images]
+        ready = [crops for crops in prepared if isinstance(crops, Crops)]
+        result = self.run(np.concatenate([crops.tensor for crops in ready]), edits, modes) if ready else None
         done: list[PhotoResult | ImageError] = []
         first = 0
-        for photo, (chosen, finding_ms) in zip(photos, found, strict=True):
-            if isinstance(chosen, ImageError):
-                done.append(chosen)
+        for crops in prepared:
+            if isinstance(crops, ImageError):
+                done.append(crops)
                 continue
-            own = result.for_images(first, len(chosen))
-            own.timings_ms[FACES] = finding_ms
-            done.append(PhotoResult(photos=self.paste(photo, chosen, own), faces=chosen, result=own))
-            first += len(chosen)
+            own = result.for_images(first, crops.rows)
+            own.warnings = list(crops.warnings)
+            if crops.photo is not None:
+                own.timings_ms[FACES] = crops.ms
+            done.append(PhotoResult(photos=self.edited(crops, own), faces=crops.faces, result=own))
+            first += crops.rows
         return done
+
+    def crops(self, image: np.ndarray, options: FaceOptions) -> Crops:
+        """RGB uint8 [H,W,3] → its Crops: the photo's chosen faces, FFHQ-aligned at the preset's side, or (with
+        `options.aligned`) the image itself as the crop. Raises ImageError (NoFaceError: no face)."""
+        started, side = time.perf_counter(), self.preset.image_size
+        if options.aligned:
+            tensor, warnings = to_model_input(image, side)
+            return Crops(tensor, None, [], warnings, (time.perf_counter() - started) * 1e3)
+        faces = self.find_faces(image, options.faces, options.min_face)
+        tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in faces])
+        return Crops(tensor, image, faces, [], (time.perf_counter() - started) * 1e3)
+
+    def _crops_or_error(self, image: np.ndarray, options: FaceOptions) -> Crops | ImageError:
+        try:
+            return self.crops(image, options)
+        except ImageError as error:  # NoFaceError included: this input's problem, not the others'
+            return error
+
+    def edited(self, crops: Crops, result: EditResult, first: int = 0) -> dict[str, list[np.ndarray]]:
+        """suppress mode → per edit the input as edited, RGB uint8: the photo with its faces pasted back, or the
+        edited crop; the input's images are `result`'s images first, first + 1, …"""
+        if crops.photo is not None:
+            return self.paste(crops.photo, crops.faces, result, first)
+        rows = [result.row(first, k) for k in range(len(result.edits))]
+        return {mode: list(from_model_output(out[rows])) for mode, out in result.outputs.items()}
 
     def paste(self, photo: np.ndarray, faces: Sequence[Face], result: EditResult, first: int = 0
               ) -> dict[str, list[np.ndarray]]:

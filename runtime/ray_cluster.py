@@ -1,4 +1,5 @@
-"""Joining or starting a Ray cluster for `deghost edit --ray` and `deghost serve` (Ray is optional).
+"""Joining or starting a Ray cluster for `deghost edit --ray`, `deghost serve` and `deghost train synthesize --ray`
+(Ray is optional).
 
 Without an address a local Ray instance starts on the loopback address (Ray otherwise binds the
 machine's network address) and stops when the command ends; with one (`auto`, `ray://host:10001`,
@@ -12,6 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 LOCAL_HOST = "127.0.0.1"
+# Actor pools (deghost edit --ray, deghost train synthesize --ray): an actor process that dies is started
+# again this many times, and the batch it was running is re-run this many times.
+MAX_RESTARTS = 3
+MAX_TASK_RETRIES = 3
 INSTALL_HINT = "pip install 'deghost[ray]' (or: pip install 'ray[data,serve]')"
 
 

@@ -14,8 +14,8 @@
 #   1. probe: the driver's CUDA version, the extra that fits it, the CUDA major of every GPU package installed
 #      (python -m deghost.runtime.cuda_stack). Without a GPU driver the script stops here, saying so.
 #   2. backends: where each backend really runs: ONNX Runtime from a real session's providers, TensorRT and
-#      cuda-python from the GPU probe, PyTorch from torch.cuda (python -m deghost.first_run backends)
-#   3. pytest -m "gpu or tensorrt" with a junit XML (pytest_run); the verdict comes from the XML (python -m deghost.first_run
+#      cuda-python from the GPU probe, PyTorch from torch.cuda (python -m deghost.apps.first_run backends)
+#   3. pytest -m "gpu or tensorrt" with a junit XML (pytest_run); the verdict comes from the XML (python -m deghost.apps.first_run
 #      pytest): a GPU/TensorRT test that skips here FAILS with its reason; modules skipped at collection
 #      (ray, gradio missing in a GPU install) are listed, not failed
 #   4. build: the paper preset's FP16 TensorRT engines (untrained weights, --require-tensorrt)
@@ -57,12 +57,12 @@ if [[ $? == 3 ]]; then  # cuda_stack.EXIT_NO_GPU
     echo "no NVIDIA GPU driver on this machine: the first GPU run stops after the probe (nothing else can run here)"
     exit 0
 fi
-step backends "$PYTHON" -m deghost.first_run backends
+step backends "$PYTHON" -m deghost.apps.first_run backends
 run_only pytest_run "$PYTHON" -m pytest -m "gpu or tensorrt" -rs -q --junitxml "$OUT/pytest.xml"
-step pytest "$PYTHON" -m deghost.first_run pytest "$OUT/pytest.xml"  # the verdict, from the junit XML
-step build "$PYTHON" -m deghost.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
+step pytest "$PYTHON" -m deghost.apps.first_run pytest "$OUT/pytest.xml"  # the verdict, from the junit XML
+step build "$PYTHON" -m deghost.apps.cli build --random-init 0 --preset ffhq1024 --precision fp16 --require-tensorrt \
     --out "$OUT/engines"
-step benchmark "$PYTHON" -m deghost.cli bench --preset ffhq1024 --images 1000 --engines "$OUT/engines" \
+step benchmark "$PYTHON" -m deghost.apps.cli bench --preset ffhq1024 --images 1000 --engines "$OUT/engines" \
     --results-dir "$OUT/benchmark"
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 

@@ -25,7 +25,7 @@ def _gpu_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    from deghost.first_run import MARKER_PROPERTY
+    from deghost.apps.first_run import MARKER_PROPERTY
     from deghost.runtime.gpu_platform import tensorrt_platform_missing
 
     markers = {marker for item in items for marker in ("gpu", "tensorrt") if marker in item.keywords}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from deghost.cli import build_parser, main
+from deghost.apps.cli import build_parser, main
 
 
 def test_bench_options_become_the_benchmark_suites_pytest_options(tmp_path):
-    from deghost.bench import BENCHMARKS, pytest_command
+    from deghost.apps.bench import BENCHMARKS, pytest_command
 
     args = build_parser().parse_args(["bench", "--preset", "ffhq1024", "--images", "2", "--rounds", "1",
                                       "--engines", str(tmp_path), "--", "-k", "end_to_end"])

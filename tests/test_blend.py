@@ -12,7 +12,7 @@ from deghost.runtime.blend import face_mask, poisson_blend
 from deghost.runtime.images import read_image
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
-# DESIGN §1: skin 1, brows 2 3, nose 10, mouth 11, lips 12 13 (BiSeNet's 19 classes).
+# docs/design.md §1: skin 1, brows 2 3, nose 10, mouth 11, lips 12 13 (BiSeNet's 19 classes).
 DESIGN_FACE_CLASSES = (1, 2, 3, 10, 11, 12, 13)
 HEIGHT, WIDTH = 64, 80
 

@@ -132,7 +132,7 @@ def test_deghost_build_subcommand_takes_the_same_options():
 
 
 def test_deghost_export_builds_only_the_validated_onnx_graphs_and_offers_no_tensorrt_options(tmp_path, capsys):
-    from deghost.cli import main as deghost_main
+    from deghost.apps.cli import main as deghost_main
 
     assert deghost_main(["export", "--random-init", "0", "--preset", "tiny", "--stages", "face_parser",
                          "--precision", "fp32", "--out", str(tmp_path)]) == 0

@@ -150,7 +150,7 @@ def test_without_gradio_the_command_names_the_extra(tmp_path):
         "        if name == 'gradio' or name.startswith('gradio.'):\n"
         "            raise ImportError('No module named gradio')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from deghost.cli import main\n"
+        "from deghost.apps.cli import main\n"
         f"sys.exit(main(['demo', '--engines', {str(tmp_path)!r}]))\n"
     )
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120)
@@ -159,7 +159,7 @@ def test_without_gradio_the_command_names_the_extra(tmp_path):
 
 
 def test_without_engines_the_command_says_how_to_build_them(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "deghost.cli", "demo", "--engines", str(tmp_path / "none")],
+    done = subprocess.run([sys.executable, "-m", "deghost.apps.cli", "demo", "--engines", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "no manifest.json" in done.stderr and "deghost build" in done.stderr

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deghost.apps.demo.attributes import EXTRA_LABEL
+from deghost.apps.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.runtime.backends import BackendError
-from deghost.runtime.demo.attributes import EXTRA_LABEL
-from deghost.runtime.demo.session import BUNDLED_SAMPLES, DemoSession, find_samples, timings_text
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
 from tests.helpers.demo_engines import demo_engines
@@ -77,7 +77,7 @@ def test_downloads_are_the_result_photo_and_the_grid(session, edited, photo):
     result, grid = session.downloads(edited)
     assert result.name == "astronaut_smile-10_network.png" and grid.name == "astronaut_smile-10_grid.png"
     np.testing.assert_array_equal(read_image(result).rgb, edited.photos["network"])
-    expected_shape = photo.shape if session.photo_path else edited.original.shape
+    expected_shape = photo.shape if session.finds_faces else edited.original.shape
     assert read_image(result).rgb.shape == expected_shape
     assert read_image(grid).rgb.shape[1] == 3 * edited.original.shape[1]  # original | fused | ours
 
@@ -104,7 +104,7 @@ def test_a_bad_upload_is_named_by_its_file_name_not_its_temporary_path(session, 
 
 
 def test_old_downloads_are_deleted_and_the_latest_kept(session, edited, monkeypatch):
-    monkeypatch.setattr("deghost.runtime.demo.session.KEEP_DOWNLOADS", 2)
+    monkeypatch.setattr("deghost.apps.demo.session.KEEP_DOWNLOADS", 2)
     written = [session.downloads(edited) for _ in range(4)]
     folders = [paths[0].parent for paths in written]
     assert [folder.exists() for folder in folders] == [False, False, True, True]
@@ -170,7 +170,7 @@ def test_an_unlisted_direction_file_edits_like_a_manifest_attribute(extra_sessio
 
 def test_without_any_direction_the_command_exits_2_saying_how_to_build_them(request, tmp_path, capsys):
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
-    from deghost.cli import main
+    from deghost.apps.cli import main
 
     folder = _engines_copy(demo_engines(request), tmp_path / "engines", directions=False)
     assert main(["demo", "--engines", str(folder)]) == 2
@@ -190,7 +190,7 @@ def _click(app, *inputs) -> str:
 
 def test_a_backend_failure_is_shown_in_the_status_and_the_demo_keeps_serving(session, monkeypatch):
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
-    from deghost.runtime.demo.app import build_app
+    from deghost.apps.demo.app import build_app
 
     app = build_app(session)
     inputs = (None, str(ASTRONAUT), "smile", 20.0, ["network"], [], "all")

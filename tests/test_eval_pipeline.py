@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deghost.apps.eval.pipeline_eval import first_images
 from deghost.runtime.images import from_model_output, read_image, to_model_input, write_image
 from deghost.runtime.pipeline import Pipeline
 from deghost.training.evaluation import evaluate, weights
 from deghost.training.evaluation.metrics import mae, psnr, ssim, to_unit_float
-from deghost.training.evaluation.pipeline_eval import first_images
 from tests.helpers.eval_cli import read_csv, run_eval
 from tests.helpers.metric_weights import accepting, write_all
 

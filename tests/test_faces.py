@@ -12,8 +12,8 @@ import pytest
 from deghost.runtime.faces import FaceFinder, NoFaceError, paste_faces
 from deghost.runtime.faces.align import align_face, ffhq_quad, quad_transform
 from deghost.runtime.faces.detector import FACE_IN_INPUT, INPUT_SIDE, TILE_EDGE, pyramid, ssd_anchors, weighted_nms
+from deghost.runtime.faces.face_model import FaceModel
 from deghost.runtime.faces.landmarks import alignment_points
-from deghost.runtime.faces.models import FaceModel
 from deghost.runtime.images import ImageError, read_image
 
 IMAGES = Path(__file__).parent / "data" / "images"

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from deghost.files import DiskFullError, atomic_write, atomic_write_bytes
+from deghost.files import DiskFullError, atomic_write, atomic_write_bytes, temporary_target
 from deghost.training.resume import atomic_save
 from tests.helpers.small_disk import SMALL_DISK_BYTES
 
@@ -63,3 +63,16 @@ def test_a_checkpoint_too_big_for_the_disk_says_so_instead_of_torchs_unexpected_
     assert list(small_disk.iterdir()) == []
     small = atomic_save({"weight": torch.ones(16)}, small_disk / "checkpoint-00000001.pt")
     torch.testing.assert_close(torch.load(small, weights_only=True)["weight"], torch.ones(16))
+
+
+def test_the_temporary_file_a_write_leaves_names_its_target(tmp_path):
+    """A killed writer's leftover is found by its name (deghost edit --ray removes them so), whatever the target's
+    own name holds: dots, signs, a suffix that looks like a temporary one."""
+    for i, name in enumerate(("face_smile+20_network.png", "a.b.0123abcd.tmp.png", "x")):
+        target = tmp_path / str(i) / name
+        seen: list = []
+        atomic_write(target, lambda file, folder=target.parent, seen=seen: seen.extend(folder.iterdir()))
+        assert len(seen) == 1 and seen[0].name.startswith(f".{name}.") and temporary_target(seen[0]) == target
+        assert [path.name for path in target.parent.iterdir()] == [name]
+    for other in ("face.png", ".face.png.tmp", ".face.png.notahex!.tmp", "face.png.0123abcd.tmp"):
+        assert temporary_target(tmp_path / other) is None

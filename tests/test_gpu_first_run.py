@@ -1,5 +1,5 @@
 """scripts/gpu_first_run.sh, the one script a person with a GPU runs first: its steps (planned, not run), its stop
-on a machine without a GPU, and the verdict on pytest's junit XML (deghost.first_run), judged on XML that a real
+on a machine without a GPU, and the verdict on pytest's junit XML (deghost.apps.first_run), judged on XML that a real
 pytest run records here from small test files standing in for the suite on a GPU machine."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deghost.first_run import pytest_verdict
+from deghost.apps.first_run import pytest_verdict
 from deghost.runtime.cuda_stack import STACKS, driver_cuda_version
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_first_run.sh"
@@ -29,9 +29,9 @@ def test_the_script_parses_and_plans_the_probe_the_backends_the_gpu_tests_a_buil
     steps = dict(line.split(": ", 1) for line in planned)
     assert list(steps) == ["probe", "backends", "pytest_run", "pytest", "build", "benchmark"]
     assert steps["probe"] == "python3 -m deghost.runtime.cuda_stack"
-    assert steps["backends"] == "python3 -m deghost.first_run backends"
+    assert steps["backends"] == "python3 -m deghost.apps.first_run backends"
     assert steps["pytest_run"] == f"python3 -m pytest -m gpu or tensorrt -rs -q --junitxml {tmp_path}/pytest.xml"
-    assert steps["pytest"] == f"python3 -m deghost.first_run pytest {tmp_path}/pytest.xml"
+    assert steps["pytest"] == f"python3 -m deghost.apps.first_run pytest {tmp_path}/pytest.xml"
     assert "--preset ffhq1024 --precision fp16 --require-tensorrt" in steps["build"]
     assert f"--out {tmp_path}/engines" in steps["build"]
     assert "bench --preset ffhq1024 --images 1000" in steps["benchmark"]
@@ -60,7 +60,7 @@ def test_without_a_gpu_driver_the_script_stops_after_the_probe_with_one_line(tmp
 
 STAND_IN_CONFTEST = '''
 import pytest
-from deghost.first_run import MARKER_PROPERTY
+from deghost.apps.first_run import MARKER_PROPERTY
 
 def pytest_collection_modifyitems(config, items):  # what tests/conftest.py does, with the GPU absent
     for item in items:

@@ -23,12 +23,13 @@ def test_non_editable_install_imports_every_subpackage_from_another_folder(tmp_p
     code = (
         "import deghost.training.models.zoo, deghost.export.graphs, deghost.runtime.blend\n"
         "import deghost.training.checkpoints\n"
+        "import deghost.apps.cli, deghost.apps.edit.ray_batch, deghost.apps.serve.app, deghost.apps.eval.methods\n"
         "from deghost.runtime.faces import FaceFinder; FaceFinder()\n"
-        "from deghost.runtime.faces.models import MODEL_DIR; assert (MODEL_DIR / 'NOTICE').is_file()\n"
-        "from deghost.runtime.demo.session import BUNDLED_SAMPLES, find_samples\n"
+        "from deghost.runtime.faces.face_model import MODEL_DIR; assert (MODEL_DIR / 'NOTICE').is_file()\n"
+        "from deghost.apps.demo.session import BUNDLED_SAMPLES, find_samples\n"
         "assert [p.name for p in find_samples([BUNDLED_SAMPLES])] == ['astronaut.png', 'grace_hopper.jpg']\n"
         "assert (BUNDLED_SAMPLES / 'NOTICE').is_file(); print(BUNDLED_SAMPLES)\n"
-        "print(deghost.training.__file__); print(deghost.runtime.__file__)"
+        "print(deghost.training.__file__); print(deghost.runtime.__file__); print(deghost.apps.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r})\n{code}"],

@@ -1,7 +1,7 @@
 """deghost on Ray: `edit --ray` (Ray Data) against the local folder mode, and the Ray Serve service.
 
 One local Ray cluster per session (2 CPUs, loopback only), shut down at the end. Expected files come
-from the local folder mode (runtime/folder.py, no Ray) and expected images from Pipeline.edit.
+from the local folder mode (apps/edit/folder.py, no Ray) and expected images from Pipeline.edit.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from deghost.runtime.folder import collect_inputs, run_folder
+from deghost.apps.edit.folder import FolderRun, collect_inputs, run_folder
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 
@@ -61,14 +61,14 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_path):
-    from deghost.runtime.ray_batch import run_folder_ray
+    from deghost.apps.edit.ray_batch import run_folder_ray
 
     _faces(tmp_path / "in", 2)
     (tmp_path / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = collect_inputs([tmp_path / "in"])
     with Pipeline.load(tiny, threads=1, device="cpu") as pipe:
-        local = run_folder(pipe, inputs, tmp_path / "local", progress=False)
-    distributed, backends = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=2, threads=1,
+        local = run_folder(pipe, FolderRun(inputs, tmp_path / "local"), progress=False)
+    distributed, backends = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), ray_workers=2, threads=1,
                                            progress=False, device="cpu")
 
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # byte for byte, same names, no stray files
@@ -78,13 +78,13 @@ def test_ray_data_writes_the_local_folder_modes_files(ray_cluster, tiny, tmp_pat
     assert "could not be decoded" in distributed.failed[0][1]
     assert set(backends) >= {"encoder", "generator", "diffcam", "suppressor"}
 
-    again, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", progress=False)  # skip-existing
+    again, _ = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), progress=False)  # skip-existing
     assert (again.processed, again.written, sorted(p.name for p in again.kept)) == (0, 0, ["face0.png", "face1.png"])
 
 
 @pytest.mark.slow  # two actor start-ups and a restart: ~50 s on a busy 2-core machine
 def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, tiny, tmp_path):
-    from deghost.runtime.ray_batch import EditActor, run_folder_ray
+    from deghost.apps.edit.ray_batch import EditActor, run_folder_ray
 
     inputs = _faces(tmp_path / "in", 2)
     marker = tmp_path / "crashed"
@@ -101,7 +101,7 @@ def test_a_killed_actor_is_retried_and_every_output_written_once(ray_cluster, ti
             (first.parent / f".{first.name}.deadbeef.tmp").write_bytes(b"half an image")
             os._exit(1)
 
-    report, _ = run_folder_ray(tiny, inputs, tmp_path / "ray", ray_workers=1, threads=1, progress=False,
+    report, _ = run_folder_ray(tiny, FolderRun(inputs, tmp_path / "ray"), ray_workers=1, threads=1, progress=False,
                                actor_class=DiesAfterItsFirstBatch, device="cpu")
 
     assert marker.exists()  # the crash happened
@@ -161,7 +161,7 @@ def test_pipeline_pairs_on_ray_run_on_the_backend_and_precision_asked_for(ray_cl
 def service(ray_cluster, tiny):
     from ray import serve
 
-    from deghost.runtime.serve_app import start_service
+    from deghost.apps.serve.app import start_service
 
     # the Ray Data tests above need the cluster's CPUs; the service tests come last and share one replica
     url = start_service(tiny, replicas=1, port=_free_port(), threads=1, max_batch=4, queue_limit=8,
@@ -213,7 +213,7 @@ def test_service_batches_concurrent_requests_into_pipeline_edit_results(service,
 
 
 def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
-    from deghost.runtime.service import MAX_UPLOAD_BYTES
+    from deghost.apps.serve.service import MAX_UPLOAD_BYTES
 
     face = _faces(tmp_path, 1)[0].read_bytes()
     assert _post(f"{service}/edit", b"definitely not an image")[0] == 400
@@ -230,7 +230,7 @@ def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
 
 @pytest.mark.slow
 def test_service_turns_a_request_storm_away_with_503_and_retry_after(service, tiny, tmp_path):
-    from deghost.runtime.serve_app import start_service
+    from deghost.apps.serve.app import start_service
 
     # a second app on the same Serve instance: one edit admitted at a time, no batching
     small = start_service(tiny, port=int(service.rsplit(":", 1)[1]), threads=1, max_batch=1, queue_limit=1,
@@ -253,7 +253,7 @@ def test_ray_s_proxy_answers_a_burst_past_the_deployment_s_bounds_with_503_and_r
     waiting) over a slow stand-in for the replica, so that the proxy itself turns the rest away."""
     from ray import serve
 
-    from deghost.runtime.serve_app import RETRY_AFTER_S, deployment_options
+    from deghost.apps.serve.app import RETRY_AFTER_S, deployment_options
 
     try:
         from ray.serve.config import BackpressureConfig  # noqa: F401

@@ -11,13 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
+from deghost.apps.edit import cli
 from deghost.manifest import Manifest
-from deghost.runtime import cli
 from deghost.runtime.faces import NoFaceError
 from deghost.runtime.faces.paste import face_region, paste_back
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 from tests.helpers.bad_files import oversized_png_header
+
+OK, SOME_FAILED, USAGE = 0, 1, 2  # the exit codes `deghost edit --help` documents
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 GRACE = ASTRONAUT.with_name("grace_hopper.jpg")
@@ -80,7 +82,7 @@ def folder_run(deghost_edit, module_tmp_path):
 
 
 def test_folder_mode_skips_corrupt_and_missing_files_writes_the_rest_and_exits_1(folder_run):
-    assert folder_run["code"] == cli.EXIT_SOME_FAILED
+    assert folder_run["code"] == SOME_FAILED
     written = sorted(p.name for p in folder_run["out"].iterdir())
     assert written == ["face_smile+20_none.png", "gray16_smile+20_none.png"]
     assert read_image(folder_run["out"] / "face_smile+20_none.png").rgb.shape == (256, 256, 3)
@@ -94,7 +96,7 @@ def test_a_file_that_makes_opencv_raise_fails_alone_and_the_run_goes_on(deghost_
     cv2.imwrite(str(inputs / "face.png"), cv2.cvtColor(read_image(ASTRONAUT).rgb[::2, ::2], cv2.COLOR_RGB2BGR))
     (inputs / "huge.png").write_bytes(oversized_png_header())
     code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none")
-    assert code == cli.EXIT_SOME_FAILED
+    assert code == SOME_FAILED
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
     assert "huge.png could not be decoded" in stdout and "1 file(s) written, 1 failed" in stdout
 
@@ -118,7 +120,7 @@ def test_existing_outputs_are_kept_unless_overwrite(folder_run, deghost_edit):
     output = folder_run["out"] / "face_smile+20_none.png"
     before = output.stat().st_mtime_ns
     code, stdout, _ = deghost_edit(str(face), "--out", str(folder_run["out"]), "--suppress", "none")
-    assert code == cli.EXIT_OK and "0 file(s) written, 0 failed, 1 kept" in stdout
+    assert code == OK and "0 file(s) written, 0 failed, 1 kept" in stdout
     assert output.stat().st_mtime_ns == before
 
 
@@ -134,7 +136,7 @@ def test_overwrite_replaces_outputs_but_never_an_input(deghost_edit, tmp_path):
 
     code, stdout, _ = deghost_edit(str(tmp_path / "a.png"), str(victim), "--out", str(tmp_path),
                                    "--suppress", "none", "--overwrite", "--batch", "2")
-    assert code == cli.EXIT_SOME_FAILED
+    assert code == SOME_FAILED
     assert "refusing to write onto the input" in stdout and "1 failed" in stdout
     assert victim.read_bytes() == victim_bytes
     assert read_image(stale).rgb.shape == (256, 256, 3)
@@ -142,7 +144,7 @@ def test_overwrite_replaces_outputs_but_never_an_input(deghost_edit, tmp_path):
 
 def test_grid_shows_original_fused_eogi_ours_under_the_untrained_banner(deghost_edit, folder_run, tmp_path):
     code, _, _ = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path), "--grid", "--aligned")
-    assert code == cli.EXIT_OK
+    assert code == OK
     grid = read_image(tmp_path / "face_smile+20_grid.png").rgb
     assert (tmp_path / "face_smile+20_network.png").is_file()
     assert grid.shape[1] == 4 * 256 and grid.shape[0] > 256
@@ -156,14 +158,14 @@ def test_no_engines_is_a_configuration_error_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "face.png").write_bytes(ASTRONAUT.read_bytes())
     parsed = parser().parse_args(["edit", str(tmp_path / "face.png"), "--out", str(tmp_path / "out"),
                                   "--engines", str(tmp_path / "no_engines"), "--quiet"])
-    assert parsed.run(parsed) == cli.EXIT_USAGE
+    assert parsed.run(parsed) == USAGE
     assert "no manifest.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_an_unknown_attribute_exits_2_listing_the_available_ones(deghost_edit, folder_run, tmp_path):
     code, _, stderr = deghost_edit(str(folder_run["inputs"] / "face.png"), "--out", str(tmp_path),
                                    "--attribute", "smiling")
-    assert code == cli.EXIT_USAGE and "available: age, beard, bushy_eyebrows, smile" in stderr
+    assert code == USAGE and "available: age, beard, bushy_eyebrows, smile" in stderr
 
 
 def test_help_teaches_modes_outputs_and_exit_codes():
@@ -177,7 +179,7 @@ def test_an_ordinary_photo_comes_back_at_its_own_size_with_only_the_face_changed
     wide = np.hstack([photo, np.full((512, 200, 3), 90, np.uint8)])  # not square either
     cv2.imwrite(str(tmp_path / "wide.png"), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     code, _, _ = deghost_edit(str(tmp_path / "wide.png"), "--out", str(tmp_path / "out"), "--suppress", "none")
-    assert code == cli.EXIT_OK
+    assert code == OK
     out = read_image(tmp_path / "out" / "wide_smile+20_none.png").rgb
     assert out.shape == wide.shape
     assert np.array_equal(out[:, 512:], wide[:, 512:])  # far from the face: the input's pixels
@@ -189,7 +191,7 @@ def test_a_photo_without_a_face_fails_like_a_bad_file_and_writes_nothing(deghost
     cv2.imwrite(str(tmp_path / "sky.png"), cv2.cvtColor(sky, cv2.COLOR_RGB2BGR))
     code, stdout, _ = deghost_edit(str(tmp_path / "sky.png"), str(folder_run["inputs"] / "face.png"),
                                    "--out", str(tmp_path / "out"), "--suppress", "none")
-    assert code == cli.EXIT_SOME_FAILED
+    assert code == SOME_FAILED
     assert "sky.png: no face of at least 40 px found" in stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
 
@@ -198,7 +200,7 @@ def test_photo_grid_shows_each_aligned_face_and_the_photo_before_and_after(degho
     left, right = read_image(ASTRONAUT).rgb, read_image(GRACE).rgb[44:556]
     cv2.imwrite(str(tmp_path / "two.png"), cv2.cvtColor(np.hstack([left, right]), cv2.COLOR_RGB2BGR))
     code, _, _ = deghost_edit(str(tmp_path / "two.png"), "--out", str(tmp_path / "out"), "--grid")
-    assert code == cli.EXIT_OK
+    assert code == OK
     grid = read_image(tmp_path / "out" / "two_smile+20_grid.png").rgb
     # 2 faces × 4 aligned 256² columns, then the 1024 x 512 photo twice at 256 high (512 wide each).
     assert grid.shape[1] == 2 * 4 * 256 + 2 * 512
@@ -219,7 +221,7 @@ def test_edit_photo_gives_faces_crops_and_one_pasted_photo_per_edit(shared_pipe)
 
 def test_a_file_whose_decoding_raises_anything_else_fails_alone_naming_the_error_and_the_run_goes_on(
         deghost_edit, tmp_path):
-    from deghost.runtime import folder
+    from deghost.apps.edit import folder
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -236,7 +238,7 @@ def test_a_file_whose_decoding_raises_anything_else_fails_alone_naming_the_error
         patch.setattr(folder, "read_image", read_image_that_crashes_on_one_file)
         code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none",
                                        "--batch", "2")
-    assert code == cli.EXIT_SOME_FAILED
+    assert code == SOME_FAILED
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_smile+20_none.png"]
     assert f"failed: {inputs / 'crashes.png'}: could not be read (RuntimeError: decoder crashed)" in stdout
     assert "1 file(s) written, 1 failed" in stdout
@@ -250,7 +252,7 @@ def test_face_n_and_largest_face_edit_only_that_face(deghost_edit, shared_pipe, 
     assert len(faces) == 2 and faces[0].size > faces[1].size
     code, _, _ = deghost_edit(str(write_rgb(tmp_path / "two.png", photo)), *choice, "--out", str(tmp_path / "out"),
                               "--suppress", "none")
-    assert code == cli.EXIT_OK
+    assert code == OK
     changed = np.any(read_image(tmp_path / "out" / "two_smile+20_none.png").rgb != photo, axis=2)
     ys, xs = np.nonzero(changed)
     x0, y0, x1, y1 = faces[edited].box
@@ -327,9 +329,23 @@ def test_a_photo_whose_face_finding_or_paste_back_raises_fails_alone_and_the_run
         patch.setattr(shared_pipe, "paste", paste_that_crashes)
         code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none",
                                        "--batch", "3")
-    assert code == cli.EXIT_SOME_FAILED
+    assert code == SOME_FAILED
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fine_smile+20_none.png"]
     assert f"failed: {inputs / 'finding.png'}: finding its faces failed (RuntimeError: landmarker crashed)" in stdout
     pasting = "pasting the edited faces back failed (error: warpAffine crashed)"  # cv2.error's class is "error"
     assert f"failed: {inputs / 'pasting.png'}: {pasting}" in stdout
     assert "1 file(s) written, 2 failed" in stdout
+
+
+def test_a_folder_run_is_checked_once_for_both_drivers_before_any_image_is_read(tmp_path):
+    from deghost.apps.edit.folder import FolderRun
+
+    taken = tmp_path / "out.png"
+    taken.write_bytes(b"a file where the output folder should be")
+    with pytest.raises(ValueError, match=f"output folder {taken} is a file; give a folder"):
+        FolderRun([tmp_path / "missing.png"], taken)
+    with pytest.raises(ValueError, match="batch must be at least 1; got 0"):
+        FolderRun([tmp_path / "missing.png"], tmp_path / "out", batch=0)
+    run = FolderRun([str(tmp_path / "a.png")], str(tmp_path / "out"), suppress="poisson", grid=True)
+    assert run.inputs == [tmp_path / "a.png"] and run.out_dir == tmp_path / "out"
+    assert run.modes == ["poisson", "network", "eogi"]  # the one asked for, then the grid's comparison

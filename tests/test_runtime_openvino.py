@@ -148,7 +148,7 @@ def test_a_precision_the_backend_cannot_run_is_refused(tiny_onnx_dir, backend, p
 
 @pytest.mark.parametrize("command", [["edit", "in.png", "--out", "out"], ["serve"], ["demo"]])
 def test_edit_serve_and_demo_share_the_backend_options(command):
-    from deghost.cli import build_parser
+    from deghost.apps.cli import build_parser
 
     args = build_parser().parse_args([*command, "--backend", "openvino", "--precision", "bf16", "--device", "cpu",
                                       "--threads", "1", "--aligned"])
@@ -158,7 +158,7 @@ def test_edit_serve_and_demo_share_the_backend_options(command):
 
 def test_a_service_replica_runs_in_the_precision_asked_for(tiny_onnx_dir):
     pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'deghost[ray]'")
-    from deghost.runtime.serve_app import EditService
+    from deghost.apps.serve.app import EditService
 
     replica = EditService(str(tiny_onnx_dir), backend="openvino", precision="bf16", device="cpu")
     try:

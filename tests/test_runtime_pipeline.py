@@ -148,7 +148,7 @@ def test_images_of_another_size_are_resized_with_a_warning_and_wrong_arrays_refu
 
 
 def test_face_mask_is_where_both_label_maps_hold_a_face_class(pipe, faces):
-    face_classes = (1, 2, 3, 10, 11, 12, 13)  # DESIGN §1: skin, brows, nose, mouth, lips
+    face_classes = (1, 2, 3, 10, 11, 12, 13)  # docs/design.md §1: skin, brows, nose, mouth, lips
     labels = pipe.face_labels(faces)
     assert labels.shape == (2, SIDE, SIDE) and labels.dtype == np.int64
     masks = pipe.face_mask(faces, faces[::-1])

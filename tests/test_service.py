@@ -1,18 +1,18 @@
-"""The service's request checks (runtime/service.py), without Ray: what a client may send and the
+"""The service's request checks (apps/serve/service.py), without Ray: what a client may send and the
 status each mistake gets; the HTTP answer to a photo without a face; concurrent photo uploads sharing
 one pipeline batch; and the folder mode's report line for a full disk."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from deghost.runtime.folder import write_failure
-from deghost.runtime.images import read_image
-from deghost.runtime.service import (
+from deghost.apps.edit.folder import write_failure
+from deghost.apps.serve.service import (
     MAX_UPLOAD_BYTES,
     ClientError,
     EditParams,
@@ -21,6 +21,8 @@ from deghost.runtime.service import (
     encode_png,
     parse_params,
 )
+from deghost.files import DiskFullError, disk_full_reported
+from deghost.runtime.images import read_image
 from tests.helpers.demo_engines import demo_engines
 
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
@@ -76,8 +78,8 @@ def photo_service(request):
     testclient = pytest.importorskip("starlette.testclient", reason="starlette's TestClient needs httpx")
     from starlette.requests import Request
 
+    from deghost.apps.serve.app import EditService
     from deghost.runtime.pipeline import Pipeline
-    from deghost.runtime.serve_app import EditService
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pipeline, "prepare", lambda self, suppress="network": {})
@@ -132,11 +134,40 @@ def test_photo_uploads_share_one_pipeline_batch_and_one_without_a_face_gets_422_
         assert answer.shape == photo.shape and difference.max() <= 1 and (difference > 0).mean() < 1e-4
 
 
+def test_aligned_uploads_share_one_batch_and_an_unusable_one_gets_422_alone(pipe, monkeypatch):
+    crop = read_image(FACE).rgb  # taken as an aligned crop: resized to the preset's side, not searched for faces
+    flat = np.zeros((64, 64), np.uint8)  # no colour channels: no image the models take
+    batches = []
+
+    def counted(images, *args, _run=pipe.run, **kwargs):
+        batches.append(len(images))
+        return _run(images, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "run", counted)
+    answers = edit_many(pipe, [crop, flat, crop], EditParams(suppress="none"), aligned=True)
+    assert batches == [2]  # the two crops in one pipeline batch, the unusable upload left out
+    assert isinstance(answers[1], ClientError) and answers[1].status == 422 and "RGB uint8" in str(answers[1])
+    monkeypatch.undo()
+    alone = pipe.edit(crop, suppress="none").rgb()[0]  # the aligned path of the library's own edit
+    side = pipe.preset.image_size
+    for answer in (answers[0], answers[2]):
+        difference = np.abs(answer.astype(int) - alone)  # batch-position rounding only, as for photos
+        assert answer.shape == (side, side, 3) and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
-def test_a_full_disk_is_reported_as_such():
-    with pytest.raises(OSError) as raised, open("/dev/full", "wb") as full:
+def test_a_full_disk_is_reported_as_such(tmp_path):
+    target = tmp_path / "face_smile+20_network.png"
+    with pytest.raises(DiskFullError) as raised, disk_full_reported(target, []), open("/dev/full", "wb") as full:
         full.write(b"pixels")
         full.flush()
     message = write_failure(raised.value)
-    assert "disk is full" in message and "--out" in message
+    assert "no space left" in message and target.name in message and "another disk" in message
     assert write_failure(PermissionError(13, "Permission denied")) == "writing failed: [Errno 13] Permission denied"
+
+
+def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path):
+    target = tmp_path / "face_smile+20_network.png"
+    with pytest.raises(DiskFullError) as raised, disk_full_reported(target, []):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert "no space left" in write_failure(raised.value)

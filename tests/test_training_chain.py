@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from deghost.cli import build_parser
+from deghost.apps.cli import build_parser
 from deghost.runtime.images import read_image, write_image
 from deghost.training import checkpoints
 from deghost.training.chain import ChainOptions, run_chain

@@ -1,4 +1,4 @@
-"""`deghost train …` through its argument parser (training.cli; deghost/cli.py wires it in)."""
+"""`deghost train …` through its argument parser (training.cli; apps/cli.py wires it in)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from deghost.apps.options import add_backend_options
 from deghost.runtime.images import read_image, write_image
 from deghost.training.cli import add_train_command, config_from_args
 from deghost.training.config import SuppressorConfig
@@ -20,7 +21,7 @@ ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="deghost")
-    add_train_command(root.add_subparsers(dest="command", required=True))
+    add_train_command(root.add_subparsers(dest="command", required=True), add_backend_options)
     return root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deghost.cli import main
+from deghost.apps.cli import main
 from deghost.presets import get_preset
 from deghost.training.models.zoo import BUILDERS, PAPER_PARAMETERS, build, count_parameters, example_inputs
 

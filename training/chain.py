@@ -30,6 +30,7 @@ import numpy as np
 
 from deghost.attributes import ATTRIBUTES
 from deghost.presets import get_preset
+from deghost.stages import CHECKPOINT_FILES
 
 SAMPLES_SEED = 1234
 
@@ -56,15 +57,18 @@ class ChainError(RuntimeError):
 
 
 def run(command: list[str], step: str, log=print) -> None:
-    full = [sys.executable, "-m", "deghost.cli", *command]
+    full = [sys.executable, "-m", "deghost.apps.cli", *command]
     log(f"[chain] {step}: deghost {shlex.join(command)}")
     result = subprocess.run(full, check=False)
     if result.returncode != 0:
         raise ChainError(f"step {step} failed (exit {result.returncode}): deghost {shlex.join(command)}")
 
 
-def newest(folder: Path, pattern: str) -> Path | None:
-    found = sorted(folder.glob(pattern))
+def newest(folder: Path) -> Path | None:
+    """The newest checkpoint-<step>.pt a `deghost train` run wrote into `folder`, if any."""
+    from .resume import list_checkpoints  # torch: imported when a step has run
+
+    found = list_checkpoints(folder)
     return found[-1] if found else None
 
 
@@ -73,13 +77,13 @@ def train_stylegan2(options: ChainOptions, log=print) -> Path:
         log(f"[chain] stylegan2: using {options.stylegan2} (made outside the chain)")
         return options.stylegan2
     run_dir = options.out / "stylegan2"
-    done = newest(run_dir / "checkpoints", "checkpoint-*.pt")
+    done = newest(run_dir / "checkpoints")
     if done is None:
         size = get_preset(options.preset).image_size
         run(["train", "stylegan2", "--data", str(options.images), "--out", str(run_dir), "--size", str(size),
              "--iterations", str(options.steps), "--batch-size", str(options.batch_size), "--workers", "0",
              "--latent-avg-samples", "10000", "--checkpoint-every", str(options.steps)], "stylegan2", log)
-        done = newest(run_dir / "checkpoints", "checkpoint-*.pt")
+        done = newest(run_dir / "checkpoints")
     if done is None:
         raise ChainError(f"deghost train stylegan2 wrote no checkpoint into {run_dir}/checkpoints")
     return done
@@ -133,18 +137,18 @@ def run_chain(options: ChainOptions, log=print) -> Path:
 
     checkpoints = out / "checkpoints"  # what `deghost export --checkpoints` reads
     checkpoints.mkdir(parents=True, exist_ok=True)
-    psp = checkpoints / "psp_ffhq_encode.pt"
+    psp = checkpoints / CHECKPOINT_FILES["encoder"]
     if not psp.is_file():
         run(["train", "psp", "--data", str(samples), "--stylegan2", str(stylegan2), "--out", str(out / "psp"),
              "--preset", options.preset, "--iterations", str(options.steps), "--batch-size", str(options.batch_size),
              *psp_flags, *common], "psp", log)
-        shutil.copyfile(out / "psp" / "psp_ffhq_encode.pt", psp)
+        shutil.copyfile(out / "psp" / psp.name, psp)  # train psp writes the official name
 
     directions = options.directions or write_random_directions(out / "directions")
     for name in ATTRIBUTES:
         shutil.copyfile(directions / f"{name}.npy", checkpoints / f"{name}.npy")
 
-    diffcam = checkpoints / "diff_cam_weight.pt"
+    diffcam = checkpoints / CHECKPOINT_FILES["diffcam"]
     if not diffcam.is_file():
         run(["train", "diffcam", "--data", str(samples), "--psp", str(psp), "--preset", options.preset,
              "--directions", *[str(checkpoints / f"{n}.npy") for n in ATTRIBUTES],
@@ -152,7 +156,7 @@ def run_chain(options: ChainOptions, log=print) -> Path:
              "--classes", *[str(a.class_index) for a in ATTRIBUTES.values()],
              "--out", str(out / "diffcam"), "--iterations", str(options.steps),
              "--batch-size", str(options.batch_size), *common], "diffcam", log)
-        shutil.copyfile(out / "diffcam" / "diff_cam_weight.pt", diffcam)
+        shutil.copyfile(out / "diffcam" / diffcam.name, diffcam)  # train diffcam writes the official name
 
     pairs = out / "pairs"
     size = get_preset(options.preset).image_size
@@ -160,12 +164,12 @@ def run_chain(options: ChainOptions, log=print) -> Path:
         run(["train", "synthesize", "--sources", str(options.images), "--out", str(pairs), "--source", "synthetic",
              "--size", str(size)], "pairs", log)
 
-    suppressor = checkpoints / "maresunet.pt"
+    suppressor = checkpoints / CHECKPOINT_FILES["suppressor"]
     if not suppressor.is_file():
         run(["train", "suppressor", "--data", str(pairs), "--out", str(out / "suppressor"),
              "--iterations", str(options.steps), "--batch-size", str(options.batch_size),
              "--disc-size", "64", *vgg_flags, *common], "suppressor", log)
-        shutil.copyfile(newest(out / "suppressor" / "checkpoints", "checkpoint-*.pt"), suppressor)
+        shutil.copyfile(newest(out / "suppressor" / "checkpoints"), suppressor)
 
     engines = out / "engines"
     if not (engines / "manifest.json").is_file():

@@ -2,7 +2,7 @@
 
     deghost train synthesize --sources faces/ --out pairs/ --source synthetic --size 256
     deghost train suppressor --data pairs/ --out runs/s1 --vgg vgg16-397923af.pth
-    torchrun --nproc-per-node 4 -m deghost.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
+    torchrun --nproc-per-node 4 -m deghost.apps.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
     deghost train stylegan2 --data faces/ --out runs/g --size 256
     deghost train diffcam --data faces/ --psp psp_ffhq_encode.pt --directions d/*.npy --out runs/cam
 """
@@ -12,21 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from deghost.presets import DEFAULT_PRESET, PRESETS
-from deghost.runtime.cli_options import add_backend_options
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
 from .config import DiffCamConfig, StyleGAN2Config, SuppressorConfig, help_of
 from .psp_config import PSPConfig
 
 
-def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `train` and its three subcommands on a `deghost` subparsers object."""
+def add_train_command(subparsers: argparse._SubParsersAction, add_backend_options: Callable[..., None]
+                      ) -> argparse.ArgumentParser:
+    """Register `train` and its three subcommands on a `deghost` subparsers object; `add_backend_options`
+    declares `--backend`, `--device`, `--precision`, `--threads` as `deghost edit` does (deghost.apps.options)."""
     train = subparsers.add_parser(
         "train", help="make training pairs, train the suppressor or the Diff-CAM classifier",
-        description="Training (DESIGN §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
+        description="Training (docs/design.md §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
         "trains MAResU-Net on them, `diffcam` trains the editing-region classifier.",
     )
     commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
@@ -64,7 +66,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     suppressor = commands.add_parser(
         "suppressor", help="train MAResU-Net on cat(I, F_fused) → F_train",
         description="L = 0.1·MSE + 1·VGG-16 perceptual + 0.1·adversarial (StyleGAN2 discriminator); Adam, cosine "
-        "lr; defaults are the paper's. Several processes: torchrun --nproc-per-node N -m deghost.cli train "
+        "lr; defaults are the paper's. Several processes: torchrun --nproc-per-node N -m deghost.apps.cli train "
         "suppressor … (DDP; rank 0 writes checkpoints, log.csv and samples/).",
     )
     add_config_options(suppressor, SuppressorConfig)
@@ -76,7 +78,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "latent_avg into the frozen generator, L = 1.0·L2 + 0.8·LPIPS + 0.1·identity (ArcFace) [+ w-norm]; Ranger "
         "lr 1e-4, batch 8, 500k steps. Writes OUT/psp_ffhq_encode.pt in the official layout at every checkpoint "
         "(what `deghost build --checkpoints` and `deghost train diffcam --psp` read). Several processes: torchrun "
-        "--nproc-per-node N -m deghost.cli train psp … (DDP; BatchNorm over the global batch, so N processes × "
+        "--nproc-per-node N -m deghost.apps.cli train psp … (DDP; BatchNorm over the global batch, so N processes × "
         "--batch-size b train as one process with N·b).",
     )
     add_config_options(psp, PSPConfig)
@@ -111,7 +113,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="EOGI's recipe: pSp and the generator frozen, one random direction per image at α, N-way "
         "cross-entropy on shared(T) − shared(I'); Adam (0.9, 0.99), cosine warm restarts. Writes "
         "diff_cam_weight.pt (the classifier alone) into --out at the end. Several processes: torchrun "
-        "--nproc-per-node N -m deghost.cli train diffcam … (DDP; BatchNorm over the global batch and directions "
+        "--nproc-per-node N -m deghost.apps.cli train diffcam … (DDP; BatchNorm over the global batch and directions "
         "drawn per global batch, so N processes × --batch-size b train as one process with N·b).",
     )
     diffcam.add_argument("--psp", required=True, metavar="FILE", help="psp_ffhq_encode.pt (encoder + generator)")
@@ -136,7 +138,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "run saw 25M images at batch 32 on 8 GPUs). --augment adds ADA (target 0.6; x-flip, 90-degree "
         "rotations, integer translation and colour ops). Checkpoints use rosinality's layout (g, d, g_ema, "
         "g_optim, d_optim, args, ada_aug_p) plus latent_avg, so pSp, `deghost train psp` and load_stylegan2 "
-        "read them. Several processes: torchrun --nproc-per-node N -m deghost.cli train stylegan2 ...",
+        "read them. Several processes: torchrun --nproc-per-node N -m deghost.apps.cli train stylegan2 ...",
     )
     add_config_options(stylegan2, StyleGAN2Config)
     stylegan2.set_defaults(run=_stylegan2)
@@ -279,7 +281,7 @@ def _diffcam(args: argparse.Namespace) -> int:
         directions = torch.stack([
             torch.from_numpy(load_direction(path, preset.n_latent, preset.style_dim)) for path in args.directions
         ])
-        classifier = checkpoints.load_diffcam(args.init, args.n_classes or 17) if args.init else None
+        classifier = checkpoints.load_diffcam(args.init, args.n_classes or preset.n_classes) if args.init else None
         last = train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
                              psp.generator, directions, args.classes, classifier)
     except _errors() as error:

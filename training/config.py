@@ -1,4 +1,4 @@
-"""Training configurations as plain values; the defaults are the paper's recipe (DESIGN §1).
+"""Training configurations as plain values; the defaults are the paper's recipe (docs/design.md §1).
 
 Each field carries its help text, so the command line (`deghost train …`) is generated from these
 dataclasses and the checkpoints store them as plain dicts.

@@ -1,6 +1,6 @@
 """Training pairs for the suppressor: made once, written to disk, read back as a torch Dataset.
 
-DESIGN §1: each source image I gets one random attribute of the four, goes through the pipeline up
+docs/design.md §1: each source image I gets one random attribute of the four, goes through the pipeline up
 to F_fused, and the target is F_train = seamlessClone(F_fused → I, M_face). A dataset folder holds
 
     dataset.json       how it was made (source, size, alpha, seed, attributes): a rerun must match

@@ -1,4 +1,4 @@
-"""The suppressor's loss, L = 0.1·MSE + 1·L_percept + 0.1·L_adv (DESIGN §1), and the discriminator's.
+"""The suppressor's loss, L = 0.1·MSE + 1·L_percept + 0.1·L_adv (docs/design.md §1), and the discriminator's.
 
 Images are [B,3,H,W] in [-1,1] throughout; the perceptual loss maps them to ImageNet normalisation
 itself, because that is what torchvision's VGG-16 weights were trained on.

@@ -17,8 +17,7 @@ from tqdm import tqdm
 
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 from deghost.runtime.images import ImageError, read_image
-from deghost.runtime.ray_batch import MAX_RESTARTS, MAX_TASK_RETRIES
-from deghost.runtime.ray_cluster import connected
+from deghost.runtime.ray_cluster import MAX_RESTARTS, MAX_TASK_RETRIES, connected
 
 # data.py's steps, reused so a Ray run and a local run make the same dataset
 from .data import (

@@ -1,6 +1,6 @@
 """Synthetic ghosting: F_fused made without any pretrained model, so training runs and is tested on a CPU.
 
-The pipeline's edit T (DESIGN §1) is replaced by a warped and recoloured copy of I, and the Diff-CAM
+The pipeline's edit T (docs/design.md §1) is replaced by a warped and recoloured copy of I, and the Diff-CAM
 mask M by a random soft heat map; then F_fused = T·M + I·(1 − M) as in the real pipeline. Where M
 is faint, F_fused shows a translucent, shifted, off-colour copy of the image: the ghosting.
 

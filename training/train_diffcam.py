@@ -3,7 +3,7 @@
 For each image I: w = E(I) (pSp, frozen), one random direction c of the N given, I' = G(w) and
 T = G(w + α·n̂_c) (generator frozen); the classifier learns c from shared(T₂₅₆) − shared(I'₂₅₆)
 with N-way cross-entropy. Adam 1e-4 (0.9, 0.99), cosine annealing with warm restarts. The CAM of
-the trained classifier is the editing mask (DESIGN §1).
+the trained classifier is the editing mask (docs/design.md §1).
 
 Under torchrun, N processes with batch b equal one with batch N·b: the directions are drawn for the
 global batch from a stream seeded by (seed, step), each process keeping its rows, and the classifier's
@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deghost.stages import CHECKPOINT_FILES
+
 from . import distributed
 from .config import DiffCamConfig
 from .data import CheckedImageFolder, report_skipped
@@ -28,7 +30,7 @@ from .models.psp import add_latent_avg
 from .resume import atomic_save, resume_or_seed, write_checkpoint
 
 # The name `deghost export --checkpoints DIR` looks for (a bare state_dict, as EOGI publishes it).
-WEIGHTS_FILE = "diff_cam_weight.pt"
+WEIGHTS_FILE = CHECKPOINT_FILES["diffcam"]  # the name `deghost build --checkpoints DIR` looks for
 
 
 class PSPInversion(nn.Module):

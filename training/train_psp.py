@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deghost.presets import get_preset
+from deghost.stages import CHECKPOINT_FILES
 
 from . import checkpoints, distributed
 from .data import CheckedImageFolder, report_skipped
@@ -38,7 +39,7 @@ from .psp_losses import IdentityLoss, w_norm_loss
 from .ranger import Ranger
 from .resume import atomic_save, resume_or_seed, write_checkpoint
 
-PSP_FILE = "psp_ffhq_encode.pt"  # the name `deghost build --checkpoints DIR` looks for
+PSP_FILE = CHECKPOINT_FILES["encoder"]  # the name `deghost build --checkpoints DIR` looks for
 TERMS = ("total", "l2", "lpips", "id", "w_norm")
 LATENT_AVG_SAMPLES = 100_000  # pSp: decoder.mean_latent(int(1e5)) when the checkpoint has no latent_avg
 

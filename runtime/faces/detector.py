@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .models import DETECTOR_FILE, FaceModel
+from .face_model import DETECTOR_FILE, FaceModel
 
 INPUT_SIDE = 128
 STRIDES = (8, 16, 16, 16)  # one SSD layer each; layers of one stride share a feature map

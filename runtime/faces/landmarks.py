@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .detector import LEFT_EYE, RIGHT_EYE, Detection
-from .models import LANDMARKS_FILE, FaceModel
+from .face_model import LANDMARKS_FILE, FaceModel
 
 INPUT_SIDE = 192
 N_LANDMARKS = 468

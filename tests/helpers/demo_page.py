@@ -26,7 +26,7 @@ def demo_server(engines: Path, log: Path, *options: str) -> Iterator[str]:
     """`deghost demo --engines ENGINES OPTIONS…` on a free local port → its URL; stopped on exit."""
     port = free_port()
     with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "deghost.cli", "demo", "--engines", str(engines),
+        server = subprocess.Popen([sys.executable, "-m", "deghost.apps.cli", "demo", "--engines", str(engines),
                                    "--host", "127.0.0.1", "--port", str(port), *options],
                                   stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 
-from deghost.training.evaluation.cli import add_eval_command
+from deghost.apps.eval.cli import add_eval_command
 
 
 def run_eval(*argv) -> int:

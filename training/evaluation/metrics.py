@@ -2,7 +2,7 @@
 
 Every function takes two images as float arrays [H,W,3] in [0,1] (`to_unit_float` turns the
 uint8 RGB that `read_image` returns into that) and gives one number per pair; the tables
-average these per-image numbers (DESIGN §6: "per image then averaged").
+average these per-image numbers (docs/design.md §10: "per image then averaged").
 
 PSNR of identical images is +inf (the MSE is 0). It is returned as such, not capped: any cap
 (e.g. 100 dB) would be an arbitrary number entering the mean. `tables.summarize` leaves infinite

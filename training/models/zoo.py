@@ -2,7 +2,7 @@
 
 `build(name, preset, seed)` gives a randomly initialised network (seeded, labelled untrained by
 its caller); the official weights come from `deghost.training.checkpoints`. `PAPER_PARAMETERS`
-are the counts of the paper's configuration (DESIGN §2), checked by the tests and the self-check.
+are the counts of the paper's configuration (docs/design.md §2), checked by the tests and the self-check.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BUILDERS: dict[str, Callable[[Preset], nn.Module]] = {
     "vgg16": lambda p: VGG16Features(),
 }
 
-# Learnable parameters of the paper's networks (ffhq1024), DESIGN §2.
+# Learnable parameters of the paper's networks (ffhq1024), docs/design.md §2.
 PAPER_PARAMETERS = {
     "encoder": 267_136_704,
     "generator": 30_370_060,

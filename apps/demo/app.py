@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..directions import DEFAULT_ALPHA
-from ..images import ImageError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.images import ImageError
+
 from .session import (
     CHOOSABLE_MODES,
     DEFAULT_MODES,
@@ -71,7 +72,7 @@ def build_app(session: DemoSession):
                 overlays = gr.CheckboxGroup([(label, key) for key, label in OVERLAYS.items()], value=[],
                                             label="overlays on the views", elem_id="overlays")
                 faces = gr.Radio([("every face", "all"), ("the largest face", "largest")], value="all",
-                                 label="faces to edit", elem_id="faces", visible=session.photo_path)
+                                 label="faces to edit", elem_id="faces", visible=session.finds_faces)
                 run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column(scale=3):
                 status = gr.Markdown(_faces_note(session), elem_id="status")
@@ -145,7 +146,7 @@ def launch(app, host: str = "127.0.0.1", port: int | None = None, block: bool = 
 
 
 def _faces_note(session: DemoSession) -> str:
-    if session.photo_path:
+    if session.finds_faces:
         return "Faces are found and aligned in the photo; the views show the first face, the result has every face."
     return "This runtime edits aligned faces: the photo is center-cropped and resized, so use an FFHQ-aligned face."
 

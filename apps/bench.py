@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .exits import usage_error
+
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, for an editable or in-place install
 BENCHMARKS = SOURCE_ROOT / "benchmarks"
 
@@ -62,11 +64,9 @@ def pytest_command(args: argparse.Namespace) -> list[str]:
 
 def run_bench(args: argparse.Namespace) -> int:
     if not (BENCHMARKS / "conftest.py").is_file():
-        print(f"deghost bench: error: no benchmarks/ beside the installed package ({SOURCE_ROOT}); the benchmarks "
-              "live in the source checkout: clone it and run `pip install -e \".[dev]\"` there", file=sys.stderr)
-        return 2
+        return usage_error("bench", f"no benchmarks/ beside the installed package ({SOURCE_ROOT}); the benchmarks "
+                           "live in the source checkout: clone it and run `pip install -e \".[dev]\"` there")
     for option in ("images", "rounds"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
-            print(f"deghost bench: error: --{option} must be at least 1", file=sys.stderr)
-            return 2
+            return usage_error("bench", f"--{option} must be at least 1")
     return subprocess.call(pytest_command(args), cwd=SOURCE_ROOT)

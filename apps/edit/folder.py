@@ -3,9 +3,10 @@
 Each file is an ordinary photo by default: its faces are found and aligned while it is decoded, all
 faces of a batch of files are edited as one pipeline batch, and each edit is pasted back into the
 whole photo, which is what gets written (a photo with no face fails, like an unreadable file). With
-`FaceOptions(aligned=True)` a file is taken as an FFHQ-aligned face and the edited crop is written.
-The steps are separate functions (plan → decode → process_batch → write_outputs) so other drivers
-(a Ray Data job) can reuse them.
+`FaceOptions(aligned=True)` a file is taken as an FFHQ-aligned face and the edited crop is written
+(the Pipeline's `crops` and `edited` decide both). What to run is one FolderRun, checked once; the
+steps are separate functions (plan → decode → process_batch → write_outputs) so other drivers (a Ray
+Data job, ray_batch.py) run the same FolderRun with them.
 
 A small thread pool decodes the next images while the current batch runs (OpenCV and the backends
 release the GIL), and encodes and writes the results while the next batch runs. A file that cannot
@@ -20,7 +21,6 @@ and with `grid` also `<stem>_<attribute><alpha>_grid.png`.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections import deque
@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .backends import BackendError
-from .directions import DEFAULT_ALPHA
-from .faces import MIN_FACE, Face, FaceChoice, NoFaceError
-from .grid import FIGURE2_COLUMNS, make_grid
-from .images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, to_model_input, write_image
-from .pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.faces import NoFaceError
+from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
+from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, Edit, EditResult, FaceOptions, Pipeline
 
 log = logging.getLogger("deghost.runtime")
 
@@ -61,8 +61,7 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            found += image_files(path)
         else:
             found.append(path)
     return list(dict.fromkeys(found))
@@ -84,18 +83,42 @@ class Job:
 
     source: Path
     outputs: dict  # key → path, only those still to write
-    tensor: np.ndarray | None = None  # [n,3,S,S] once decoded: the photo's aligned faces, or the aligned image
-    photo: np.ndarray | None = None  # the photo the faces are pasted back into (None for --aligned inputs)
-    faces: list[Face] = field(default_factory=list)
+    crops: Crops | None = None  # once decoded: the photo's aligned faces (and the photo), or the aligned image
 
 
 @dataclass
-class FaceOptions:
-    """How faces are taken from ordinary photos; `aligned` inputs are used as they are (centre-cropped)."""
+class FolderRun:
+    """What a folder run does, locally (run_folder) or on Ray (run_folder_ray): the input files, the output
+    folder, every attribute at every alpha, the suppress mode (with `grid` also the comparison's), input
+    files per batch, whether existing outputs are replaced, and how inputs are taken (FaceOptions)."""
 
-    aligned: bool = False
-    faces: FaceChoice = "all"
-    min_face: float = MIN_FACE
+    inputs: Sequence[Path]
+    out_dir: Path
+    attribute: str | Sequence[str] = "smile"
+    alpha: float | Sequence[float] = DEFAULT_ALPHA
+    suppress: str = "network"
+    batch: int = 1
+    overwrite: bool = False
+    grid: bool = False
+    class_index: int | None = None
+    face_options: FaceOptions = field(default_factory=FaceOptions)
+
+    def __post_init__(self) -> None:
+        """The checks both drivers need before any image is read."""
+        self.inputs, self.out_dir = [Path(path) for path in self.inputs], Path(self.out_dir)
+        if self.batch < 1:
+            raise ValueError(f"batch must be at least 1; got {self.batch}")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"output folder {self.out_dir} is a file; give a folder")
+
+    @property
+    def modes(self) -> list[str]:
+        """The suppress modes the run computes: the one asked for, plus those the comparison grid shows."""
+        return list(dict.fromkeys([self.suppress, *(["network", "eogi"] if self.grid else [])]))
+
+    def edits(self, pipe: Pipeline) -> list[Edit]:
+        """The run's edits; configuration errors (unknown attribute, bad direction file) raise here."""
+        return pipe.edits(self.attribute, self.alpha, self.class_index)
 
 
 @dataclass
@@ -117,50 +140,27 @@ class FolderReport:
         return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def run_folder(
-    pipe: Pipeline,
-    inputs: Sequence[Path],
-    out_dir: str | Path,
-    attribute: str | Sequence[str] = "smile",
-    alpha: float | Sequence[float] = DEFAULT_ALPHA,
-    suppress: str = "network",
-    batch: int = 1,
-    overwrite: bool = False,
-    grid: bool = False,
-    class_index: int | None = None,
-    workers: int = 2,
-    progress: bool = True,
-    face_options: FaceOptions | None = None,
-) -> FolderReport:
-    """Edit every input file and write the results to `out_dir` (see the module docstring).
+def run_folder(pipe: Pipeline, run: FolderRun, workers: int = 2, progress: bool = True) -> FolderReport:
+    """Edit every input file of `run` and write the results to its `out_dir` (see the module docstring).
 
-    Inputs are ordinary photos (faces found, aligned, pasted back) unless `face_options.aligned`.
-    `grid` also runs the suppress modes of the comparison (network and eogi). Configuration errors
-    (unknown attribute, missing stage) raise before any image is read; per-input problems (no face
-    included) end up in the report's `failed`. `batch` counts input files: all faces of a batch's
-    photos go through the pipeline as one batch.
+    `workers` threads decode and write while the pipeline runs. Configuration errors (unknown attribute,
+    missing stage) raise before any image is read; per-input problems (no face included) end up in the
+    report's `failed`. `run.batch` counts input files: all faces of a batch's photos go through the
+    pipeline as one batch.
     """
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1; got {batch}")
-    face_options = face_options or FaceOptions()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {out_dir} is a file; give a folder")
-    edits = pipe.edits(attribute, alpha, class_index)
-    modes = suppress_modes(suppress, grid)
+    edits = run.edits(pipe)
     report = FolderReport(untrained=pipe.untrained)
-    jobs = plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
+    jobs = plan(run, edits, report)
     if jobs:
-        pipe.prepare(modes)
-    protected = [Path(path) for path in inputs]
+        pipe.prepare(run.modes)
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
         total=len(jobs), unit="img", desc="deghost edit", disable=not progress
     ) as bar:
         writes = []
-        for ready in _decoded_batches(jobs, pool, batch, pipe, face_options, report, bar):
+        for ready in _decoded_batches(jobs, pool, run, pipe, report, bar):
             try:
-                result = process_batch(pipe, ready, edits, modes)
+                result = process_batch(pipe, ready, edits, run.modes)
             except (BackendError, ImageError) as error:
                 for job in ready:
                     record_failure(report, job.source, f"inference failed: {error}", bar)
@@ -169,9 +169,9 @@ def run_folder(
                 report.timings_ms[name] = report.timings_ms.get(name, 0.0) + ms
             first = 0
             for job in ready:
-                writes.append((job, pool.submit(write_outputs, pipe, job, result, first, protected, overwrite)))
-                first += len(job.tensor)
-                job.tensor = None
+                writes.append((job, pool.submit(write_outputs, pipe, job, result, first, run)))
+                first += job.crops.rows
+                job.crops.tensor = None
             report.processed += len(ready)
             bar.update(len(ready))
         for job, writing in writes:
@@ -185,20 +185,15 @@ def run_folder(
     return report
 
 
-def suppress_modes(suppress: str, grid: bool) -> list[str]:
-    """The suppress modes a run computes: the one asked for, plus those the comparison grid shows."""
-    return list(dict.fromkeys([suppress, *(["network", "eogi"] if grid else [])]))
-
-
-def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe: Pipeline, options: FaceOptions,
+def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, run: FolderRun, pipe: Pipeline,
                      report: FolderReport, bar: tqdm) -> Iterator[list[Job]]:
     """Batches of decoded jobs, in input order, with the next two batches decoding in `pool` meanwhile.
     Files that fail to decode (or hold no face) are reported and left out."""
-    queue, pending = iter(jobs), deque()
+    queue, pending, batch = iter(jobs), deque(), run.batch
 
     def refill() -> None:
         while len(pending) < 2 * batch and (job := next(queue, None)) is not None:
-            pending.append((job, pool.submit(decode, job, pipe, options)))
+            pending.append((job, pool.submit(decode, job, pipe, run.face_options)))
 
     refill()
     while pending:
@@ -215,19 +210,18 @@ def _decoded_batches(jobs: list[Job], pool: ThreadPoolExecutor, batch: int, pipe
             yield ready
 
 
-def plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress: str, grid: bool,
-         overwrite: bool, report: FolderReport) -> list[Job]:
+def plan(run: FolderRun, edits: Sequence[Edit], report: FolderReport) -> list[Job]:
     """One job per input with the outputs still to write; inputs with none left are `kept`."""
     jobs, claimed = [], {}
-    for source in map(Path, inputs):
-        outputs = output_paths(source, out_dir, edits, suppress, grid)
+    for source in run.inputs:
+        outputs = output_paths(source, run.out_dir, edits, run.suppress, run.grid)
         clash = next((claimed[p] for p in outputs.values() if p in claimed), None)
         if clash is not None:
             record_failure(report, source, f"its outputs would replace those of {clash} (same file name); rename one",
                            None)
             continue
         claimed.update(dict.fromkeys(outputs.values(), source))
-        todo = {key: path for key, path in outputs.items() if overwrite or not path.exists()}
+        todo = {key: path for key, path in outputs.items() if run.overwrite or not path.exists()}
         if todo:
             jobs.append(Job(source, todo))
         else:
@@ -236,62 +230,54 @@ def plan(inputs: Sequence[Path], out_dir: Path, edits: Sequence[Edit], suppress:
 
 
 def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
-    """Read the job's file and fill in its tensor (and photo and faces) → milliseconds; warnings are logged.
+    """Read the job's file and fill in its crops (`Pipeline.crops`) → milliseconds; warnings are logged.
     Raises ImageError (NoFaceError when the photo has no face to edit), StepError when face finding raised
     anything else."""
     start = time.perf_counter()
     loaded = read_image(job.source)
-    side = pipe.preset.image_size
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    if options.aligned:
-        job.tensor, warnings = to_model_input(loaded.rgb, side)
-        for warning in warnings:
-            log.warning("%s: %s", job.source.name, warning)
-    else:
-        try:
-            job.faces = pipe.find_faces(loaded.rgb, options.faces, options.min_face)
-        except NoFaceError as error:
-            raise NoFaceError(f"{job.source}: {error}") from error
-        except ImageError:
-            raise
-        except Exception as error:
-            raise StepError("finding its faces", error) from error
-        job.photo = loaded.rgb
-        job.tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in job.faces])
+    try:
+        job.crops = pipe.crops(loaded.rgb, options)
+    except NoFaceError as error:
+        raise NoFaceError(f"{job.source}: {error}") from error
+    except ImageError:
+        raise
+    except Exception as error:
+        raise StepError("finding its faces", error) from error
+    for warning in job.crops.warnings:
+        log.warning("%s: %s", job.source.name, warning)
     return (time.perf_counter() - start) * 1e3
 
 
 def process_batch(pipe: Pipeline, jobs: Sequence[Job], edits: Sequence[Edit], modes: Sequence[str]) -> EditResult:
     """Every decoded job's images (a photo's faces, or one aligned image) through the pipeline as one batch;
     job j's images are rows first_j … of the result, first_j = the images of the jobs before it."""
-    return pipe.run(np.concatenate([job.tensor for job in jobs]), edits, list(modes))
+    return pipe.run(np.concatenate([job.crops.tensor for job in jobs]), edits, list(modes))
 
 
-def write_outputs(pipe: Pipeline, job: Job, result: EditResult, first: int, protected: Sequence[Path],
-                  overwrite: bool) -> tuple[int, float]:
+def write_outputs(pipe: Pipeline, job: Job, result: EditResult, first: int, run: FolderRun) -> tuple[int, float]:
     """Encode and write one input's outputs (its images are result rows `first`, …) → (files written, ms).
     Raises StepError when pasting the faces back raised, ImageError or OSError when writing failed."""
     start = time.perf_counter()
-    n_images = len(job.faces) if job.photo is not None else 1
-    photos = _pasted(pipe, job, result, first) if job.photo is not None else None
+    crops = job.crops
+    edited = _edited(pipe, crops, result, first)
     for (k, kind), path in job.outputs.items():
         if kind == GRID:
-            panels = [panel for i in range(n_images) for panel in _grid_panels(result, first + i, k, n_images > 1, i)]
-            if photos is not None:
-                panels += _photo_panels(job.photo, photos, k, result.images.shape[-1])
+            panels = [panel for i in range(crops.rows)
+                      for panel in _grid_panels(result, first + i, k, crops.rows > 1, i)]
+            if crops.photo is not None:
+                panels += _photo_panels(crops.photo, edited, k, result.images.shape[-1])
             pixels = make_grid(panels, UNTRAINED_LABEL if result.untrained else None)
-        elif photos is not None:
-            pixels = photos[kind][k]
         else:
-            pixels = from_model_output(result.outputs[kind][result.row(first, k)])
-        write_image(path, pixels, overwrite=overwrite, protected=protected)
+            pixels = edited[kind][k]
+        write_image(path, pixels, overwrite=run.overwrite, protected=run.inputs)
     return len(job.outputs), (time.perf_counter() - start) * 1e3
 
 
-def _pasted(pipe: Pipeline, job: Job, result: EditResult, first: int) -> dict[str, list[np.ndarray]]:
+def _edited(pipe: Pipeline, crops: Crops, result: EditResult, first: int) -> dict[str, list[np.ndarray]]:
     try:
-        return pipe.paste(job.photo, job.faces, result, first)
+        return pipe.edited(crops, result, first)
     except Exception as error:
         raise StepError("pasting the edited faces back", error) from error
 
@@ -321,12 +307,10 @@ def decode_failure(error: Exception) -> str:
 
 
 def write_failure(error: Exception) -> str:
-    """The report line of an input whose outputs could not be made (pasted back or written); a full disk
-    says so and what to do."""
+    """The report line of an input whose outputs could not be made (pasted back or written); a full disk is
+    the DiskFullError that every write raises (deghost.files), whose message says what to do."""
     if isinstance(error, StepError):
         return str(error)
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return f"writing failed: the output disk is full ({error}); free space or give another --out"
     if isinstance(error, (ImageError, OSError)):
         return f"writing failed: {error}"
     return f"writing failed ({type(error).__name__}: {error})"

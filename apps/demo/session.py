@@ -23,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..grid import make_grid
-from ..images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
-from ..pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from deghost.runtime.grid import make_grid
+from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
+
 from .attributes import attribute_choices
 
 # Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DemoEdit:
     """One click's result. Crops are the aligned faces the models saw (the first face, when several);
-    `photos` are what gets downloaded: the whole photo with every face edited (photo path) or the crop."""
+    `photos` are what gets downloaded: the whole photo with every face edited, or the edited crop (`--aligned`)."""
 
     name: str  # the photo's file stem, for download names
     label: str  # e.g. "smile+20"
@@ -59,7 +60,7 @@ class DemoEdit:
     model_fused: np.ndarray = field(repr=False)
     timings_ms: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall clock of the edit call
-    faces: int | None = None  # faces found (photo path) or None (aligned path: the photo is the face)
+    faces: int | None = None  # faces found in the photo, or None (`--aligned`: the upload is the face)
     warnings: list[str] = field(default_factory=list)
     face_mask: np.ndarray | None = None  # uint8 {0,255} [S,S], computed on first request
 
@@ -90,9 +91,9 @@ class DemoSession:
         return [(choice.label, key) for key, choice in self._choices.items()]
 
     @property
-    def photo_path(self) -> bool:
-        """True when uploads are ordinary photos whose faces are found, aligned and pasted back
-        (`edit_photo`); False for FFHQ-aligned uploads (`--aligned`), edited as they are."""
+    def finds_faces(self) -> bool:
+        """True when uploads are ordinary photos whose faces are found, aligned and pasted back; False for
+        FFHQ-aligned uploads (`--aligned`), edited as they are."""
         return not self.aligned
 
     def prepare(self) -> None:
@@ -113,7 +114,7 @@ class DemoSession:
     def edit(self, photo: np.ndarray, attribute: str, alpha: float, modes: Sequence[str], name: str = "photo",
              faces: str = "all") -> DemoEdit:
         """Edit `photo` (RGB uint8 [H,W,3]) with every mode in `modes` plus the fused image; `faces`
-        ("all" or "largest") is which faces of the photo to edit on the photo path.
+        ("all" or "largest") is which faces of a photo to edit (not with `--aligned`).
 
         Raises ImageError (bad pixels, no face) or ValueError (unknown attribute or mode) with a message
         fit for the page."""
@@ -135,12 +136,12 @@ class DemoSession:
         )
 
     def _edit(self, photo, attribute, alpha, modes, faces):
-        """The one place that chooses between the photo path and the aligned path."""
-        if self.photo_path:
-            done = self.pipe.edit_photo(photo, attribute=attribute, alpha=alpha, suppress=modes, faces=faces)
-            return done.result, {mode: done.photos[mode][0] for mode in modes}, len(done.faces)
-        result = self.pipe.edit(photo, attribute=attribute, alpha=alpha, suppress=modes)
-        return result, {mode: result.rgb(mode)[0] for mode in modes}, None
+        """The pipeline's edit_inputs takes the photo as a photo or an aligned crop (FaceOptions)."""
+        done = self.pipe.edit_inputs([photo], attribute, alpha, modes, FaceOptions(self.aligned, faces))[0]
+        if isinstance(done, ImageError):
+            raise done
+        found = len(done.faces) if self.finds_faces else None
+        return done.result, {mode: done.photos[mode][0] for mode in modes}, found
 
     def panels(self, view: DemoEdit, overlays: Sequence[str] = ()) -> list[tuple[str, np.ndarray | None]]:
         """Figure 2's views (title, RGB uint8 or None when that mode was not run), with the masks drawn
@@ -206,7 +207,7 @@ def find_samples(folders: Sequence[Path]) -> list[Path]:
     found: dict[str, Path] = {}
     for folder in folders:
         if folder.is_dir():
-            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            for path in image_files(folder):
                 found.setdefault(path.name, path)
     return list(found.values())
 

@@ -1,12 +1,13 @@
-"""The options that `deghost edit`, `serve` and `demo` share, declared once: where the engines are, which
-backend, device, precision and threads run them, and whether inputs are already aligned crops."""
+"""The options that `deghost edit`, `serve`, `demo`, `eval` and `train synthesize` share, declared once: where
+the engines are, which backend, device, precision and threads run them, and whether inputs are already
+aligned crops."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .backends import BACKENDS, DEVICES, PRECISIONS
+from deghost.runtime.backends import BACKENDS, DEVICES, PRECISIONS
 
 ENGINES_HELP = "folder with manifest.json, engines/graphs and directions/ (default: engines/)"
 

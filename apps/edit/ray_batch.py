@@ -1,7 +1,7 @@
 """`deghost edit --ray`: the folder mode on a Ray cluster (Ray Data), for collections beyond one machine.
 
-The driver plans exactly as the local folder mode does (same output names, skip-existing rule and
-name-clash check, folder.plan), turns the jobs into a Ray dataset and maps it through a pool of
+The driver takes the same FolderRun and plans exactly as the local folder mode does (same output names,
+skip-existing rule and name-clash check, folder.plan), turns the jobs into a Ray dataset and maps it through a pool of
 actors, each holding one opened Pipeline (one per GPU on a GPU cluster; on CPU the chosen number,
 with the cores split between them). Each actor decodes, edits and writes its batches with folder.py's
 own functions, so the files equal the local mode's byte for byte, and returns one small report per
@@ -26,29 +26,26 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from deghost.files import temporary_target
 from deghost.manifest import Manifest
+from deghost.runtime.backends import BackendError
+from deghost.runtime.images import ImageError
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.ray_cluster import MAX_RESTARTS, MAX_TASK_RETRIES, RayJobError, connected
 
-from .backends import BackendError
-from .directions import DEFAULT_ALPHA
 from .folder import (
-    FaceOptions,
     FolderReport,
+    FolderRun,
     Job,
     decode,
     decode_failure,
     plan,
     process_batch,
     record_failure,
-    suppress_modes,
     write_failure,
     write_outputs,
 )
-from .images import ImageError
-from .pipeline import Pipeline
-from .ray_cluster import RayJobError, connected
 
-MAX_RESTARTS = 3  # an actor process that dies is started again this many times
-MAX_TASK_RETRIES = 3  # and the batch it was running is re-run this many times
 CORES_PER_CPU_WORKER = 4  # default CPU pool: one actor per this many cores (ONNX Runtime scales ~this far)
 
 
@@ -65,16 +62,12 @@ def profile_batch(manifest: Manifest) -> int | None:
 class EditActor:
     """One Ray actor: one opened Pipeline; each call decodes, edits and writes one batch of jobs."""
 
-    def __init__(self, engines: str, backend: str, threads: int | None, attribute, alpha, class_index,
-                 suppress: str, grid: bool, overwrite: bool, protected: list[str], started_ns: int,
-                 face_options: FaceOptions | None = None, precision: str | None = None, device: str = "auto"):
+    def __init__(self, engines: str, run: FolderRun, started_ns: int, backend: str = "auto",
+                 threads: int | None = None, precision: str | None = None, device: str = "auto"):
         self.pipe = Pipeline.load(engines, backend=backend, threads=threads, precision=precision, device=device)
-        self.face_options = face_options or FaceOptions()
-        self.edits = self.pipe.edits(attribute, alpha, class_index)
-        self.modes = suppress_modes(suppress, grid)
-        self.backends = self.pipe.prepare(self.modes)
-        self.overwrite, self.started_ns = overwrite, started_ns
-        self.protected = [Path(p) for p in protected]
+        self.run, self.started_ns = run, started_ns
+        self.edits = run.edits(self.pipe)
+        self.backends = self.pipe.prepare(run.modes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         report = FolderReport()
@@ -83,7 +76,7 @@ class EditActor:
         ready = []
         for job in jobs:
             try:
-                report.io_ms["decode"] += decode(job, self.pipe, self.face_options)
+                report.io_ms["decode"] += decode(job, self.pipe, self.run.face_options)
                 ready.append(job)
             except Exception as error:  # whatever goes wrong with one file, only that file fails (as locally)
                 record_failure(report, job.source, decode_failure(error), None)
@@ -93,7 +86,7 @@ class EditActor:
 
     def _edit_and_write(self, ready: list[Job], report: FolderReport) -> None:
         try:
-            result = process_batch(self.pipe, ready, self.edits, self.modes)
+            result = process_batch(self.pipe, ready, self.edits, self.run.modes)
         except (BackendError, ImageError) as error:
             for job in ready:
                 record_failure(report, job.source, f"inference failed: {error}", None)
@@ -102,12 +95,12 @@ class EditActor:
         report.processed = len(ready)
         first = 0
         for job in ready:
-            rows, job.tensor = len(job.tensor), None
+            rows, job.crops.tensor = job.crops.rows, None
             done = {key: path for key, path in job.outputs.items() if self._written_by_this_job(path)}
             job.outputs = {key: path for key, path in job.outputs.items() if key not in done}
             report.written += len(done)
             try:
-                count, ms = write_outputs(self.pipe, job, result, first, self.protected, self.overwrite)
+                count, ms = write_outputs(self.pipe, job, result, first, self.run)
                 report.written += count
                 report.io_ms["encode"] += ms
             except Exception as error:  # pasting or writing one photo fails that photo alone (as locally)
@@ -124,44 +117,29 @@ class EditActor:
 
 def run_folder_ray(
     engines: str | Path,
-    inputs: Sequence[Path],
-    out_dir: str | Path,
-    attribute: str | Sequence[str] = "smile",
-    alpha: float | Sequence[float] = DEFAULT_ALPHA,
-    suppress: str = "network",
-    batch: int = 1,
-    overwrite: bool = False,
-    grid: bool = False,
-    class_index: int | None = None,
+    run: FolderRun,
     ray_workers: int | None = None,
     threads: int | None = None,
     backend: str = "auto",
     address: str | None = None,
     progress: bool = True,
     actor_class: type = EditActor,
-    face_options: FaceOptions | None = None,
     precision: str | None = None,
     device: str = "auto",
 ) -> tuple[FolderReport, dict[str, str]]:
-    """The folder mode on Ray (module docstring) → (report, the actors' backends as Pipeline.describe()).
+    """`run` on Ray (module docstring) → (report, the actors' backends as Pipeline.describe()).
 
     `ray_workers`: actors (default: one per GPU, else one per CORES_PER_CPU_WORKER cores); `threads`:
     ONNX Runtime threads per actor (default: the cores split between the actors); `address`: the
     cluster to join (default: start a local one). Configuration errors raise before Ray starts.
     """
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1; got {batch}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {out_dir} is a file; give a folder")
     pipe = Pipeline.load(engines, backend=backend)  # no backend opened here: the actors open theirs
-    edits = pipe.edits(attribute, alpha, class_index)
     report = FolderReport(untrained=pipe.untrained)
-    jobs = plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
+    jobs = plan(run, run.edits(pipe), report)
     backends: dict[str, str] = {}
     if not jobs:
         return report, backends
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with connected(address) as ray:
         resources = ray.cluster_resources()
@@ -170,6 +148,7 @@ def run_folder_ray(
         workers = ray_workers or (gpus if use_gpus else max(1, cpus // CORES_PER_CPU_WORKER))
         cpus_each = 1 if use_gpus else cpus / workers
         threads = threads or max(1, math.floor(cpus_each))
+        batch = run.batch
         if use_gpus and batch == 1:
             batch = profile_batch(pipe.manifest) or batch
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours below counts images
@@ -181,12 +160,8 @@ def run_folder_ray(
         results = dataset.map_batches(
             actor_class, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_each, num_gpus=1 if use_gpus else 0,
-            fn_constructor_kwargs=dict(
-                engines=str(engines), backend=backend, threads=threads, attribute=attribute, alpha=alpha,
-                class_index=class_index, suppress=suppress, grid=grid, overwrite=overwrite,
-                protected=[str(p) for p in inputs], started_ns=time.time_ns(),
-                face_options=face_options, precision=precision, device=device,
-            ),
+            fn_constructor_kwargs=dict(engines=str(engines), run=run, started_ns=time.time_ns(), backend=backend,
+                                       threads=threads, precision=precision, device=device),
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES,
         )
         with tqdm(total=len(jobs), unit="img", desc="deghost edit --ray", disable=not progress) as bar:
@@ -199,7 +174,7 @@ def run_folder_ray(
                 raise RayJobError(f"the Ray job stopped after {report.processed} image(s): "
                                   f"{_cause(error)}") from error
     _remove_temporaries(jobs)
-    order = {Path(p): i for i, p in enumerate(inputs)}
+    order = {path: i for i, path in enumerate(run.inputs)}
     report.failed.sort(key=lambda failure: order.get(failure[0], len(order)))
     report.elapsed_s = time.perf_counter() - started
     return report, backends
@@ -228,9 +203,9 @@ def _merge(report: FolderReport, part: dict) -> dict[str, str]:
 
 
 def _remove_temporaries(jobs: Sequence[Job]) -> None:
-    """Delete the temporary files a killed writer left (deghost.files.atomic_write's `.<name>.<8 hex>.tmp`)."""
-    names = {path.name for job in jobs for path in job.outputs.values()}
-    for folder in {path.parent for job in jobs for path in job.outputs.values()}:
-        for stray in folder.glob(".*.tmp"):
-            if stray.name[1 : -len(".12345678.tmp")] in names:
+    """Delete the temporary files a killed writer left (deghost.files.atomic_write's temporary_path)."""
+    outputs = {path for job in jobs for path in job.outputs.values()}
+    for folder in {path.parent for path in outputs}:
+        for stray in folder.iterdir():
+            if temporary_target(stray) in outputs:
                 stray.unlink(missing_ok=True)

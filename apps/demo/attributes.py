@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deghost.manifest import DIRECTIONS_FOLDER, Manifest, build_command
-
-from ..directions import PAPER_ATTRIBUTES, DirectionError, load_direction
-from ..pipeline import Pipeline
+from deghost.runtime.directions import PAPER_ATTRIBUTES, DirectionError, load_direction
+from deghost.runtime.pipeline import Pipeline
 
 EXTRA_LABEL = "{name} (direction file, not in the manifest)"
 

@@ -5,7 +5,7 @@ every method asked for; each (attribute, method) group is scored image by image 
 reference and, for FID, against the original faces:
 
     reference "poisson"  (default) F_train = seamlessClone(F_fused → I, M_face), the target the
-                         suppressor is trained to reproduce (DESIGN §1)
+                         suppressor is trained to reproduce (docs/design.md §1)
     reference "original" the input face I as the models saw it
     FID                  outputs of the group vs the original faces (the real-face distribution)
 
@@ -24,15 +24,15 @@ import numpy as np
 from tqdm import tqdm
 
 from deghost.runtime.directions import DEFAULT_ALPHA
-from deghost.runtime.folder import collect_inputs
-from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, read_image, write_image
-from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.pipeline import FaceOptions, Pipeline
+from deghost.training.evaluation.evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
+from deghost.training.evaluation.tables import GroupResult
 
-from .evaluate import EvaluationError, GroupScorer, MetricModels, inception_features
 from .methods import METHOD_MODES, REFERENCES
-from .tables import GroupResult
 
 REFERENCE_FOLDER = "reference"  # saved images: <save>/<attribute>/<method or reference>/<name>.png
+ALIGNED = FaceOptions(aligned=True)  # CelebA-HQ's faces are aligned crops, evaluated as they are
 
 
 def natural_key(path: Path) -> list:
@@ -47,7 +47,7 @@ def first_images(folder: str | Path, count: int) -> list[Path]:
         raise EvaluationError(f"image folder {folder} does not exist or is not a folder; check the path")
     if count < 1:
         raise EvaluationError(f"--first must be at least 1, got {count}")
-    images = sorted(collect_inputs([folder]), key=natural_key)
+    images = sorted(image_files(folder), key=natural_key)
     if not images:
         raise EvaluationError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return images[:count]
@@ -110,13 +110,13 @@ def evaluate_pipeline(
         names, faces = [], []
         for path in paths[start : start + batch]:
             try:
-                faces.append(read_image(path).rgb)
+                faces.append(pipeline.crops(read_image(path).rgb, ALIGNED))
                 names.append(path.stem)
             except ImageError as error:
                 failed.append((path, str(error)))
         if faces:
-            result = pipeline.run(faces, edits, suppress=modes)
-            resized += result.warnings
+            result = pipeline.run(np.concatenate([face.tensor for face in faces]), edits, suppress=modes)
+            resized += [warning for face in faces for warning in face.warnings]
             originals = from_model_output(result.images)
             outputs = {method: result.rgb(METHOD_MODES[method]) for method in methods}
             references = result.rgb("poisson") if reference == "poisson" else None

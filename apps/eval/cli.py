@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .metrics import SSIM_VARIANTS
+from deghost.training.evaluation.metrics import SSIM_VARIANTS
+
+from ..exits import EXIT_FAILED, EXIT_OK, usage_error
 
 _LISTED_UNPAIRED = 10
 
@@ -51,9 +53,9 @@ def _comma_list(text: str) -> list[str]:
 
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `eval` on the `deghost` subparsers; its handler is `args.run(args) -> exit code`."""
-    from deghost.runtime.cli_options import add_backend_option, add_engines_option, add_precision_option
     from deghost.runtime.directions import DEFAULT_ALPHA
 
+    from ..options import add_backend_option, add_engines_option, add_precision_option
     from .methods import DEFAULT_ATTRIBUTES, DEFAULT_FIRST, DEFAULT_METHODS, METHOD_MODES, REFERENCES
 
     parser = subparsers.add_parser(
@@ -126,12 +128,11 @@ def _unpaired_notes(pairing) -> list[str]:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost eval: error: {message}", file=sys.stderr)
-    return 2
+    return usage_error("eval", message)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .tables import TABLE_FILES
+    from deghost.training.evaluation.tables import TABLE_FILES
 
     if args.outputs is not None and args.references is None:
         return _usage_error("--outputs needs --references (the folder of reference images)")
@@ -151,10 +152,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from deghost.manifest import ManifestError
     from deghost.runtime.backends import BackendError
     from deghost.runtime.images import ImageError
-
-    from ..checkpoints import CheckpointError
-    from .evaluate import EvaluationError, load_metric_models
-    from .tables import format_markdown, write_tables
+    from deghost.training.checkpoints import CheckpointError
+    from deghost.training.evaluation.evaluate import EvaluationError, load_metric_models
+    from deghost.training.evaluation.tables import format_markdown, write_tables
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,17 +168,17 @@ def run_eval(args: argparse.Namespace) -> int:
         groups, notes = (_score_pairs if args.outputs is not None else _run_pipeline)(args, models)
     except (EvaluationError, CheckpointError, ImageError, ManifestError, BackendError) as error:
         print(f"deghost eval: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     notes = models.notes + notes
     written = write_tables(groups, args.out, notes)
     print(format_markdown(groups, notes))
     print("written: " + ", ".join(str(path) for path in written))
-    return 0
+    return EXIT_OK
 
 
 def _score_pairs(args: argparse.Namespace, models) -> tuple[list, list[str]]:
     """--outputs/--references: one group of existing image pairs."""
-    from .evaluate import evaluate_pairs, pair_folders, read_pairs
+    from deghost.training.evaluation.evaluate import evaluate_pairs, pair_folders, read_pairs
 
     pairing = pair_folders(args.outputs, args.references)
     unpaired = _unpaired_notes(pairing)

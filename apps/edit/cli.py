@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import BackendError
-from .cli_options import add_aligned_option, add_backend_options, add_engines_option
-from .directions import DEFAULT_ALPHA
-from .faces import MIN_FACE
-from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
-from .pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.faces import MIN_FACE
+from deghost.runtime.images import IMAGE_SUFFIXES
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
+from ..options import add_aligned_option, add_backend_options, add_engines_option
+from .folder import FolderReport, FolderRun, collect_inputs, run_folder
+
 RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
 
 DESCRIPTION = """\
@@ -63,7 +64,7 @@ then on a CPU OpenVINO (pip install "deghost[openvino]") or ONNX Runtime; the ch
 once as a table. auto never lowers precision: --precision bf16 (CPU, OpenVINO) or fp16 (GPU) asks
 for it; bf16 runs only the stages whose recorded bf16 error is within bound, the others in fp32.
 
-exit codes: {EXIT_OK} all done, {EXIT_SOME_FAILED} some inputs failed (listed; the rest are written),
+exit codes: {EXIT_OK} all done, {EXIT_FAILED} some inputs failed (listed; the rest are written),
   {EXIT_USAGE} usage or configuration error (e.g. no engines: build them with deghost build)
 """
 
@@ -127,47 +128,46 @@ def _edit(args: argparse.Namespace) -> int:
     if args.face is not None and args.face < 0 or args.min_face <= 0:
         return _usage_error("--face must be 0 or more and --min-face positive")
     choice = "largest" if args.largest_face else "all" if args.face is None else args.face
-    face_options = FaceOptions(aligned=args.aligned, faces=choice, min_face=args.min_face)
     inputs = collect_inputs(args.inputs)
     if not inputs:
         return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    if args.ray:
-        return _edit_on_ray(args, inputs, face_options)
     try:
+        run = FolderRun(inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch, args.overwrite,
+                        args.grid, args.class_index, FaceOptions(args.aligned, choice, args.min_face))
+        if args.ray:
+            return _edit_on_ray(args, run)
         with Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
                            memory_arena=args.memory_arena, device=args.device) as pipe:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
-            report = run_folder(pipe, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch,
-                                args.overwrite, args.grid, args.class_index, args.workers, progress=not args.quiet,
-                                face_options=face_options)
+            report = run_folder(pipe, run, args.workers, progress=not args.quiet)
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))
     print(summary(report, backends))
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def _edit_on_ray(args: argparse.Namespace, inputs: list[Path], face_options: FaceOptions) -> int:
-    """`--ray`: the same run, plan, files, summary and exit codes on a Ray cluster (runtime/ray_batch.py)."""
+def _edit_on_ray(args: argparse.Namespace, run: FolderRun) -> int:
+    """`--ray`: the same run, plan, files, summary and exit codes on a Ray cluster (apps/edit/ray_batch.py)."""
+    from deghost.runtime.ray_cluster import RayJobError, RayMissingError
+
     from .ray_batch import run_folder_ray
-    from .ray_cluster import RayJobError, RayMissingError
 
     if args.ray_workers is not None and args.ray_workers < 1:
         return _usage_error("--ray-workers must be at least 1")
     try:
         report, backends = run_folder_ray(
-            args.engines, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch, args.overwrite,
-            args.grid, args.class_index, args.ray_workers, args.threads, args.backend,
+            args.engines, run, args.ray_workers, args.threads, args.backend,
             address=None if args.ray == RAY_LOCAL else args.ray, progress=not args.quiet,
-            face_options=face_options, precision=args.precision, device=args.device,
+            precision=args.precision, device=args.device,
         )
     except (ValueError, BackendError, RayMissingError, RayJobError) as error:
         return _usage_error(str(error))
     if report.untrained:
         logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
     print(summary(report, backends))
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def summary(report: FolderReport, backends: dict[str, str]) -> str:
@@ -190,8 +190,7 @@ def summary(report: FolderReport, backends: dict[str, str]) -> str:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost edit: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("edit", message)
 
 
 class _TqdmHandler(logging.Handler):

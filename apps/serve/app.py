@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .pipeline import Pipeline
-from .ray_cluster import LOCAL_HOST, require_ray
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.ray_cluster import LOCAL_HOST, require_ray
+
 from .service import (
     MAX_UPLOAD_BYTES,
     ClientError,
@@ -42,6 +43,8 @@ from .service import (
 
 APP_NAME = "deghost"
 DEFAULT_PORT = 8000
+DEFAULT_MAX_BATCH = 4  # requests gathered into one pipeline batch
+DEFAULT_QUEUE = 16  # edits one replica admits at once; more are turned away with 503 + Retry-After
 BATCH_WAIT_S = 0.05  # how long a request waits for others to share its batch
 RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying (the replica's and the proxy's 503)
 BATCH_HEADER = "X-Deghost-Batch-Size"
@@ -57,8 +60,9 @@ class EditService:
     A plain class, made a Serve deployment by `start_service`, so this module imports without Ray.
     """
 
-    def __init__(self, engines: str, backend: str = "auto", threads: int | None = None, max_batch: int = 4,
-                 queue_limit: int = 16, aligned: bool = False, precision: str | None = None, device: str = "auto"):
+    def __init__(self, engines: str, backend: str = "auto", threads: int | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, queue_limit: int = DEFAULT_QUEUE, aligned: bool = False,
+                 precision: str | None = None, device: str = "auto"):
         self.pipe = Pipeline.load(engines, backend=backend, threads=threads, precision=precision, device=device)
         self.pipe.prepare("network")  # the default mode's stages open now; others on first use
         self.summary = manifest_summary(self.pipe)
@@ -146,7 +150,8 @@ def _response(body: bytes | str, status: int, media_type: str, headers: dict | N
 
 
 def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST, port: int = DEFAULT_PORT,
-                  backend: str = "auto", threads: int | None = None, max_batch: int = 4, queue_limit: int = 16,
+                  backend: str = "auto", threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+                  queue_limit: int = DEFAULT_QUEUE,
                   aligned: bool = False, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
                   app_name: str = APP_NAME, route_prefix: str = "/", precision: str | None = None,
                   device: str = "auto") -> str:

@@ -1,6 +1,6 @@
 """The verdicts of scripts/gpu_first_run.sh that need more than an exit status (torch-free).
 
-`python -m deghost.first_run pytest JUNIT_XML` reads the junit XML of `pytest -m "gpu or tensorrt"` on a
+`python -m deghost.apps.first_run pytest JUNIT_XML` reads the junit XML of `pytest -m "gpu or tensorrt"` on a
 GPU machine: every GPU or TensorRT test must have run and passed there. tests/conftest.py records each
 such test's marker as a junit property (MARKER_PROPERTY), so a skip is judged by the test, not by the
 word "skipped" in pytest's output:
@@ -12,7 +12,7 @@ word "skipped" in pytest's output:
 
 Exit status 0 for PASS, 1 for FAIL; one line per finding, the verdict line first.
 
-`python -m deghost.first_run backends` says where each backend really runs: ONNX Runtime from a real
+`python -m deghost.apps.first_run backends` says where each backend really runs: ONNX Runtime from a real
 session's providers, TensorRT and cuda-python from the GPU probe, PyTorch from torch.cuda; exit status 1
 when ONNX Runtime or TensorRT does not run on the GPU.
 """
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         return 0 if on_gpu else 1
     if len(args) != 2 or args[0] != "pytest":
-        print("usage: python -m deghost.first_run pytest JUNIT_XML | backends", file=sys.stderr)
+        print("usage: python -m deghost.apps.first_run pytest JUNIT_XML | backends", file=sys.stderr)
         return 2
     verdict = pytest_verdict(Path(args[1]))
     print("\n".join(verdict.lines()))

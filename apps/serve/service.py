@@ -1,6 +1,6 @@
 """One edit request, independent of the server: decode and check the upload, run it, encode the answer.
 
-Shared by the Ray Serve deployment (runtime/serve_app.py) and any other front end (the Gradio
+Shared by the Ray Serve deployment (apps/serve/app.py) and any other front end (the Gradio
 demo), so the limits, the accepted parameters and the error messages have one source. Client
 mistakes raise ClientError with the HTTP status they deserve (4xx); anything else is the server's.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .directions import DEFAULT_ALPHA
-from .images import ImageError, decode_image
-from .pipeline import SUPPRESS_MODES, Pipeline
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.images import ImageError, decode_image
+from deghost.runtime.pipeline import SUPPRESS_MODES, FaceOptions, Pipeline
 
 MAX_UPLOAD_BYTES = 16 * 2**20  # one photo, even a large JPEG or PNG, fits; more is a mistake or an attack
 MAX_PIXELS = 40_000_000  # decoded size limit (a small PNG can decode to gigabytes)
@@ -85,30 +85,13 @@ def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
               aligned: bool = False) -> list[np.ndarray | ClientError]:
     """Edit several uploads with the same params → per upload the edited RGB uint8, or its ClientError.
 
-    aligned: the uploads are aligned face crops, edited in one pipeline batch (`Pipeline.edit`);
-    otherwise photos: the faces of all of them edited in one pipeline batch and pasted back
-    (`Pipeline.edit_photos`), a photo without a face answered 422 alone. An aligned batch that fails on
-    bad input is retried one upload at a time, so one bad upload does not fail the others.
+    All of them go through one pipeline batch (`Pipeline.edit_inputs`): photos have every face edited and
+    pasted back, `aligned` uploads are edited as the crops they are; an upload without a face or with
+    unusable pixels is answered 422 alone.
     """
-    if not aligned:
-        done = pipe.edit_photos(list(photos), params.attribute, params.alpha, params.suppress, faces="all")
-        return [ClientError(str(d), status=422) if isinstance(d, ImageError) else d.photos[params.suppress][0]
-                for d in done]
-    try:
-        return list(pipe.edit(list(photos), params.attribute, params.alpha, params.suppress).rgb())
-    except ImageError as error:
-        if len(photos) == 1:
-            return [ClientError(str(error), status=422)]
-    return [edit_many(pipe, [photo], params, aligned)[0] for photo in photos]
-
-
-def edit_one(pipe: Pipeline, rgb: np.ndarray, attribute: str = "smile", alpha: float = DEFAULT_ALPHA,
-             suppress: str = "network", aligned: bool = False) -> np.ndarray:
-    """One upload → the edited RGB uint8 (the photo path where the pipeline has it); raises ClientError."""
-    result = edit_many(pipe, [rgb], EditParams(attribute, float(alpha), suppress), aligned)[0]
-    if isinstance(result, ClientError):
-        raise result
-    return result
+    done = pipe.edit_inputs(list(photos), params.attribute, params.alpha, params.suppress, FaceOptions(aligned))
+    return [ClientError(str(d), status=422) if isinstance(d, ImageError) else d.photos[params.suppress][0]
+            for d in done]
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

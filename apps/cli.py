@@ -8,6 +8,8 @@ import sys
 from deghost import __version__
 from deghost.presets import DEFAULT_PRESET, PRESETS
 
+from .exits import EXIT_FAILED, EXIT_OK
+
 
 def _zoo(args: argparse.Namespace) -> int:
     import torch
@@ -16,7 +18,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     ok = run_selfcheck(args.preset, args.networks, args.repeats, not args.no_flops)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,19 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.set_defaults(run=_zoo)
 
     # Each registrar module is torch-free at import; its command imports torch only when it runs.
-    from deghost.bench import add_bench_command
     from deghost.export.cli import add_build_command, add_export_command
-    from deghost.runtime.cli import add_edit_command
     from deghost.runtime.cuda_stack import add_gpu_command
-    from deghost.runtime.demo.cli import add_demo_command
-    from deghost.runtime.serve_cli import add_serve_command
     from deghost.training.cli import add_train_command
-    from deghost.training.evaluation.cli import add_eval_command
+
+    from .bench import add_bench_command
+    from .demo.cli import add_demo_command
+    from .edit.cli import add_edit_command
+    from .eval.cli import add_eval_command
+    from .options import add_backend_options
+    from .serve.cli import add_serve_command
 
     add_export_command(commands)
     add_build_command(commands)
     add_edit_command(commands)
-    add_train_command(commands)
+    add_train_command(commands, add_backend_options)
     add_eval_command(commands)
     add_bench_command(commands)
     add_demo_command(commands)

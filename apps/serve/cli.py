@@ -1,14 +1,15 @@
-"""`deghost serve`: run the editing service on Ray Serve until Ctrl-C (runtime/serve_app.py)."""
+"""`deghost serve`: run the editing service on Ray Serve until Ctrl-C (apps/serve/app.py)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .backends import BackendError
-from .cli_options import add_aligned_option, add_backend_options, add_engines_option
+from deghost.runtime.backends import BackendError
+from deghost.runtime.ray_cluster import LOCAL_HOST
 
-EXIT_OK, EXIT_USAGE = 0, 2
+from ..exits import EXIT_OK, usage_error
+from ..options import add_aligned_option, add_backend_options, add_engines_option
+from .app import DEFAULT_MAX_BATCH, DEFAULT_PORT, DEFAULT_QUEUE
 
 EPILOG = """\
 endpoints:
@@ -36,18 +37,18 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
     )
     add_engines_option(parser)
     parser.add_argument("--replicas", type=int, default=1, metavar="N", help="replicas, one Pipeline each (default: 1)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
+    parser.add_argument("--host", default=LOCAL_HOST, help="address to listen on (default: %(default)s, this machine "
                         "only; 0.0.0.0 for the network)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port (default: %(default)s)")
     parser.add_argument("--address", metavar="ADDRESS",
                         help="Ray cluster to join (auto, host:6379); default: start a local Ray instance")
     add_backend_options(parser, threads_scope=" per replica")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C", help="default: %(default)s")
     parser.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
                         help="1 on a GPU cluster: a replica per GPU (default: %(default)s)")
-    parser.add_argument("--max-batch", type=int, default=4, metavar="N",
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, metavar="N",
                         help="requests gathered into one pipeline batch (default: %(default)s)")
-    parser.add_argument("--queue", type=int, default=16, metavar="N",
+    parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE, metavar="N",
                         help="edits one replica admits at once; more get 503 + Retry-After (default: %(default)s)")
     add_aligned_option(parser, "uploads")
     parser.set_defaults(run=run_serve)
@@ -55,7 +56,7 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .ray_cluster import RayMissingError, connected
+    from deghost.runtime.ray_cluster import RayMissingError, connected
 
     if min(args.replicas, args.max_batch, args.queue) < 1 or (args.threads is not None and args.threads < 1):
         return _usage_error("--replicas, --max-batch, --queue and --threads must be at least 1")
@@ -63,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with connected(args.address, feature="deghost serve"):
             from ray import serve
 
-            from .serve_app import start_service, wait_until_interrupted
+            from .app import start_service, wait_until_interrupted
 
             try:
                 url = start_service(args.engines, args.replicas, args.host, args.port, args.backend, args.threads,
@@ -79,5 +80,4 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost serve: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("serve", message)

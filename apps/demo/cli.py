@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..backends import BackendError
-from ..cli_options import add_aligned_option, add_backend_options, add_engines_option
-from .session import BUNDLED_SAMPLES, DemoSession, find_samples
+from deghost.runtime.backends import BackendError
 
-EXIT_OK, EXIT_USAGE = 0, 2
+from ..exits import EXIT_OK, usage_error
+from ..options import add_aligned_option, add_backend_options, add_engines_option
+from .session import BUNDLED_SAMPLES, DemoSession, find_samples
 
 DESCRIPTION = """\
 A web page to try the edits: upload a photo or pick a sample, choose the attribute and α, compare
@@ -52,7 +52,8 @@ def add_demo_command(subparsers) -> argparse.ArgumentParser:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..pipeline import Pipeline
+    from deghost.runtime.pipeline import Pipeline
+
     from .app import GradioMissing, build_app, import_gradio, launch
 
     try:
@@ -75,5 +76,4 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _usage_error(message: str) -> int:
-    print(f"deghost demo: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("demo", message)
