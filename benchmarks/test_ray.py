@@ -2,7 +2,7 @@
 and the Ray Serve service's latency and throughput under a bounded concurrent loopback load.
 
     flock /tmp/deghost-heavy.lock python -m pytest benchmarks/test_ray.py --benchmark-only \\
-        --engines /work/tiny_engines -s [--images 8] [--rounds 2]
+        --engines DIR -s [--images 8] [--rounds 2]
 
 Each round runs the three batch modes back to back (order rotating, so machine drift spreads over
 them) on a fresh output folder and times the whole job as a user sees it: opening the engines,

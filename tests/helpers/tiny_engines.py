@@ -1,5 +1,6 @@
-"""The engines folder the demo tests serve: the session's tiny untrained build (`tiny_onnx_dir`,
-~2 min once per session), or an already built tiny folder named by DEGHOST_DEMO_ENGINES."""
+"""The tiny untrained engines folder the runtime, demo, service and Ray tests use: an already built one
+named by DEGHOST_TINY_ENGINES (e.g. `deghost build --preset tiny --random-init 0 --onnx-only --out DIR`),
+else the session's own build (`tiny_onnx_dir`, ~2 min once per session)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
+ENVIRONMENT = "DEGHOST_TINY_ENGINES"
 
-def demo_engines(request: pytest.FixtureRequest) -> Path:
-    prebuilt = os.environ.get("DEGHOST_DEMO_ENGINES")
-    return Path(prebuilt) if prebuilt else request.getfixturevalue("tiny_onnx_dir")
+
+def tiny_engines(request: pytest.FixtureRequest) -> Path:
+    prebuilt = os.environ.get(ENVIRONMENT)
+    if not prebuilt:
+        return request.getfixturevalue("tiny_onnx_dir")
+    folder = Path(prebuilt)
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"{ENVIRONMENT}={prebuilt} has no manifest.json: build it with `deghost build --preset tiny "
+                    f"--random-init 0 --onnx-only --out {prebuilt}`, or unset {ENVIRONMENT} to build one per session")
+    return folder
