@@ -26,13 +26,17 @@ def pytest_addoption(parser):
 
 
 def folder_bytes(root: Path) -> int:
-    total = 0
+    """Allocated bytes under `root`, each file once however many hard links it has (symbolic links: 0)."""
+    total, seen = 0, set()
     for folder, _, files in os.walk(root):
         for name in files:
             try:
-                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+                status = os.lstat(os.path.join(folder, name))
             except OSError:  # removed while we looked
-                pass
+                continue
+            if (status.st_dev, status.st_ino) not in seen:
+                seen.add((status.st_dev, status.st_ino))
+                total += status.st_blocks * 512
     return total
 
 
