@@ -20,14 +20,17 @@ DESCRIPTION = """\
 Run the paper's comparison with pytest-benchmark: parameter counts (MAResU-Net 26,285,115 vs EOGI
 174,196,615), the whole pipeline with MAResU-Net vs with EOGI (interleaved rounds, ratio, FLOPs,
 extrapolated to 1000 images), per-stage latency per backend, and peak memory per backend.
-Results go to --results-dir as results.json, results.md and results.png, with the machine named.
+Results go to .benchmarks/deghost/<preset>/ (untracked: the checkout stays clean), to --results-dir, or
+with --save-results to the committed benchmarks/results/<preset>/, as results.json, results.md and
+results.png with the machine named.
 Weights are untrained (random, seeded) unless --engines points at a folder built from real ones:
 the figures are sizes and speeds, which weights do not change."""
 
 EPILOG = """\
 examples:
   deghost bench                                   tiny preset, a few minutes on a CPU
-  deghost bench --preset ffhq1024 --images 2 --rounds 2 --engines engines/
+  deghost bench --preset ffhq1024 --images 2 --rounds 2 --engines engines/ --save-results
+                                                  the README's figures: into benchmarks/results/ffhq1024/
   deghost bench -- -k parameters                  anything after -- goes to pytest
 """
 
@@ -45,7 +48,10 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--engines", type=Path, metavar="DIR",
                         help="an existing engine folder (manifest.json) instead of building untrained ONNX graphs")
     parser.add_argument("--results-dir", type=Path, metavar="DIR",
-                        help="where the results files go (default: benchmarks/results/<preset>/ of the checkout)")
+                        help="where the results files go (default: .benchmarks/deghost/<preset>/ of the checkout, "
+                        "untracked)")
+    parser.add_argument("--save-results", action="store_true",
+                        help="write them into the committed benchmarks/results/<preset>/ (the README's figures)")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
                         help="extra pytest arguments after --")
     parser.set_defaults(run=run_bench)
@@ -58,6 +64,8 @@ def pytest_command(args: argparse.Namespace) -> list[str]:
                           ("--results-dir", args.results_dir)):
         if value is not None:
             command += [option, str(value.resolve() if isinstance(value, Path) else value)]
+    if args.save_results:
+        command.append("--save-results")
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     return command + extra
 

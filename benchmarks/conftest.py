@@ -9,7 +9,8 @@ import pytest
 from benchmarks.machine import describe
 from benchmarks.report import Report
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results"  # committed figures: written only when a run asks (--save-results)
+SCRATCH = Path(__file__).resolve().parent.parent / ".benchmarks" / "deghost"  # untracked (.gitignore): other runs
 WRITTEN = pytest.StashKey[tuple[Report, list[Path]]]()  # the run's report and its files, for the summary
 
 
@@ -23,8 +24,20 @@ def pytest_addoption(parser):
     group.addoption("--engines", default=None,
                     help="an existing engine folder (with manifest.json) instead of building untrained ONNX graphs")
     group.addoption("--results-dir", default=None,
-                    help="where results.json, results.md and results.png are written (default: "
-                    "benchmarks/results/<preset>/, so a tiny run never replaces the paper-preset figures)")
+                    help="where results.json, results.md and results.png are written (default: .benchmarks/deghost/"
+                    "<preset>/, untracked, so a run leaves the checkout clean; see --save-results)")
+    group.addoption("--save-results", action="store_true",
+                    help="write the results into the committed benchmarks/results/<preset>/ (the README's figures) "
+                    "instead of the untracked .benchmarks/deghost/<preset>/")
+
+
+def results_folder(config: pytest.Config, name: str) -> Path:
+    """Where a run's results go: --results-dir if given, else benchmarks/results/<name>/ with --save-results,
+    else .benchmarks/deghost/<name>/ (ignored by git: a run that did not ask leaves no tracked file changed)."""
+    given = config.getoption("--results-dir")
+    if given:
+        return Path(given)
+    return (RESULTS if config.getoption("--save-results") else SCRATCH) / name
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +53,8 @@ def report(request, torch_module):
     collected = Report(describe(torch_module))
     yield collected
     if collected.sections:
-        folder = request.config.getoption("--results-dir") or RESULTS / request.config.getoption("--preset")
-        request.config.stash[WRITTEN] = collected, collected.write(Path(folder))
+        folder = results_folder(request.config, request.config.getoption("--preset"))
+        request.config.stash[WRITTEN] = collected, collected.write(folder)
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -2,7 +2,7 @@
 per stage (best of 2 after a warm-up) and one face end to end, network and EOGI, ONNX Runtime fp32 vs
 OpenVINO f32 vs bf16; GFLOP per stage from the committed results.json; added to the results files.
 
-    python -m benchmarks.cpu_quick --engines /work/ffhq_engines [--preset ffhq1024]
+    python -m benchmarks.cpu_quick --engines DIR [--preset ffhq1024]
 """
 
 from __future__ import annotations

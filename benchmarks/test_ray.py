@@ -2,13 +2,14 @@
 and the Ray Serve service's latency and throughput under a bounded concurrent loopback load.
 
     flock /tmp/deghost-heavy.lock python -m pytest benchmarks/test_ray.py --benchmark-only \\
-        --engines /work/tiny_engines -s [--images 8] [--rounds 2]
+        --engines DIR -s [--images 8] [--rounds 2] [--save-results]
 
 Each round runs the three batch modes back to back (order rotating, so machine drift spreads over
 them) on a fresh output folder and times the whole job as a user sees it: opening the engines,
 Ray's scheduling and actor start-up included, the cluster's own start-up not (a real cluster is
 already up). Results are ratios and rates measured side by side; nothing here asserts a speed. Each
-results/ray/*.json begins with the machine it was measured on (benchmarks.machine.describe) and Ray's version.
+ray/*.json (in .benchmarks/deghost/, or with --save-results the committed benchmarks/results/) begins with
+the machine it was measured on (benchmarks.machine.describe) and Ray's version.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.conftest import results_folder
 from benchmarks.machine import describe
 from benchmarks.pipelines import faces
 
@@ -31,7 +33,6 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 CLUSTER_CPUS = 2  # this machine's cores; more actors than cores only measures contention
 CLIENTS, REQUESTS_PER_CLIENT = 4, 4  # the service load: bounded in count, every request waited for
-RESULTS = Path(__file__).parent / "results" / "ray"
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,12 @@ def _image_folder(folder: Path, count: int, side: int) -> list[Path]:
     return paths
 
 
-def _save(name: str, data: dict) -> None:
-    """The results with the machine they were measured on (and Ray's version) first."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def _save(config: pytest.Config, name: str, data: dict) -> None:
+    """The results with the machine they were measured on (and Ray's version) first, in results_folder's "ray"."""
+    folder = results_folder(config, "ray")
+    folder.mkdir(parents=True, exist_ok=True)
     machine = {**describe(), "ray": ray.__version__}
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, **data}, indent=2) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps({"machine": machine, **data}, indent=2) + "\n")
 
 
 def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines, tmp_path):
@@ -95,14 +97,15 @@ def test_ray_data_vs_local_folder_mode(benchmark, request, ray_cluster, engines,
     rows = {name: {"median_s": statistics.median(s), "images_per_s": n / statistics.median(s),
                    "time_vs_local": statistics.median(s) / local_s, "seconds": s} for name, s in seconds.items()}
     benchmark.extra_info.update(images=n, rounds=rounds, side=side, modes=rows)
-    _save("ray_data", {"images": n, "rounds": rounds, "side": side, "cpus": CLUSTER_CPUS, "modes": rows})
+    _save(request.config, "ray_data",
+          {"images": n, "rounds": rounds, "side": side, "cpus": CLUSTER_CPUS, "modes": rows})
     print(f"\nRay Data vs local folder mode, {n} images of {side}², {rounds} rounds, {CLUSTER_CPUS} CPUs:")
     for name, row in rows.items():
         print(f"  {name:20s} {row['median_s']:7.1f} s  {row['images_per_s']:.3f} images/s  "
               f"time ×{row['time_vs_local']:.3f} of local")
 
 
-def test_service_latency_and_throughput(benchmark, ray_cluster, engines, tmp_path):
+def test_service_latency_and_throughput(benchmark, request, ray_cluster, engines, tmp_path):
     from ray import serve
 
     from deghost.apps.serve.app import start_service
@@ -154,7 +157,7 @@ def test_service_latency_and_throughput(benchmark, ray_cluster, engines, tmp_pat
         else 0.0, "side": side,
     }
     benchmark.extra_info.update(result)
-    _save("serve", result)
+    _save(request.config, "serve", result)
     print(f"\nRay Serve, 1 replica, {CLIENTS} concurrent loopback clients × {REQUESTS_PER_CLIENT} requests "
           f"({side}²): p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
           f"{result['throughput_per_s']:.3f} requests/s, mean batch {result['mean_batch']:.2f}, "

@@ -2,7 +2,7 @@
 uploads get a message in the page while the server keeps serving.
 
 The server is the real command in a child process on 127.0.0.1 with the tiny untrained engines
-(the session's `tiny_onnx_dir`, or a prebuilt folder named by DEGHOST_DEMO_ENGINES).
+(the session's `tiny_onnx_dir`, or a prebuilt folder named by DEGHOST_TINY_ENGINES).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.demo_engines import demo_engines
 from tests.helpers.demo_page import (
     RESULT_TIMEOUT_MS,
     DemoServerError,
@@ -25,6 +24,7 @@ from tests.helpers.demo_page import (
     shown,
     upload,
 )
+from tests.helpers.tiny_engines import tiny_engines
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="the demo extra is not installed: pip install '.[demo]'")
@@ -40,7 +40,7 @@ ASTRONAUT = IMAGES / "astronaut.png"
 @pytest.fixture(scope="module")
 def demo_url(request, module_tmp_path):
     """`deghost demo` serving the tiny engines on a free local port; stopped after the module."""
-    engines = demo_engines(request)
+    engines = tiny_engines(request)
     log = module_tmp_path / "server.log"
     try:
         with demo_server(engines, log, "--samples", str(IMAGES)) as url:

@@ -16,7 +16,7 @@ from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.runtime.backends import BackendError
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
-from tests.helpers.demo_engines import demo_engines
+from tests.helpers.tiny_engines import tiny_engines
 
 IMAGES = Path(__file__).parent / "data" / "images"
 ASTRONAUT = IMAGES / "astronaut.png"
@@ -24,7 +24,7 @@ ASTRONAUT = IMAGES / "astronaut.png"
 
 @pytest.fixture(scope="module")
 def session(request):
-    demo = DemoSession(Pipeline.load(demo_engines(request), backend="onnxruntime", device="cpu"))
+    demo = DemoSession(Pipeline.load(tiny_engines(request), backend="onnxruntime", device="cpu"))
     yield demo
     demo.close()
 
@@ -141,7 +141,7 @@ def _engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
 def extra_session(request, module_tmp_path):
     """The tiny engines plus directions/glasses.npy (usable, not in the manifest) and directions/broken.npy
     (the wrong shape), edited as aligned crops."""
-    folder = _engines_copy(demo_engines(request), module_tmp_path / "engines")
+    folder = _engines_copy(tiny_engines(request), module_tmp_path / "engines")
     pipe = Pipeline.load(folder, backend="onnxruntime", device="cpu")
     shape = (pipe.preset.n_latent, pipe.preset.style_dim)
     np.save(folder / DIRECTIONS_FOLDER / "glasses.npy", np.random.default_rng(3).standard_normal(shape))
@@ -172,7 +172,7 @@ def test_without_any_direction_the_command_exits_2_saying_how_to_build_them(requ
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
     from deghost.apps.cli import main
 
-    folder = _engines_copy(demo_engines(request), tmp_path / "engines", directions=False)
+    folder = _engines_copy(tiny_engines(request), tmp_path / "engines", directions=False)
     assert main(["demo", "--engines", str(folder)]) == 2
     error = capsys.readouterr().err
     assert "lists no editing direction" in error and str(folder / "manifest.json") in error

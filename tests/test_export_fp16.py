@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 
 from deghost.export import fp16, onnx_export
 from deghost.export.build import BuildOptions, build
-from deghost.export.fp16 import FP16_BOUNDS, NonFiniteError
+from deghost.export.fp16 import NonFiniteError
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
 from deghost.stages import BATCH, STAGE_NAMES, Stage, TensorSpec, stage_table
@@ -49,8 +50,7 @@ def assert_fp16_validated(manifest: Manifest, stages) -> None:
     for stage in stages:
         artifact = manifest.find(stage, "onnx", "fp16")
         assert artifact.onnx_sha256 == manifest.find(stage, "onnx", "fp32").sha256
-        assert artifact.validation["bound"] == FP16_BOUNDS[stage]
-        assert 0 <= artifact.validation["worst"] <= FP16_BOUNDS[stage], stage
+        assert 0 <= artifact.validation["worst"] <= artifact.validation["bound"], stage
         assert artifact.validation["fp32_nodes"] > 0
 
 
@@ -64,6 +64,19 @@ def test_every_stage_converts_to_fp16_within_its_bound(tiny_onnx_dir, tmp_path):
     assert_fp16_validated(fp16_build(tiny_onnx_dir, tmp_path, others), others)
 
 
+def fp16_tolerance(model: onnx.ModelProto, outputs: int) -> float:
+    """Largest expected |FP16 − FP32| over `outputs` values, relative to the output's scale, from first principles:
+    every op computing in FP16 rounds its result, and every FP16 weight was rounded, by about u = 2⁻¹¹ of its
+    magnitude with a random sign (the ops accumulate in FP32); these add up like a random walk over the n
+    roundings, to sqrt(n)·u, and the largest of N outputs lies within sqrt(2·ln N) standard deviations."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    rounding_ops = sum(1 for node in model.graph.node
+                       if node.op_type != "Cast" and any(types.get(o) == fp16.FLOAT16 for o in node.output))
+    rounded_weights = sum(1 for tensor in model.graph.initializer if tensor.data_type == fp16.FLOAT16)
+    return math.sqrt(2 * math.log(outputs)) * math.sqrt(rounding_ops + rounded_weights) * 2.0**-11
+
+
 def test_fp16_generator_reproduces_the_fp32_graph_and_keeps_float32_io(fp16_dir):
     stage = stage_table(TINY)["generator"]
     feeds = onnx_export.example_inputs(stage, 1, seed=5)
@@ -72,7 +85,9 @@ def test_fp16_generator_reproduces_the_fp32_graph_and_keeps_float32_io(fp16_dir)
     emulated = fp16.rounding_emulation(model)
     got = onnx_export.run_onnxruntime(onnx_export.onnxruntime_session(emulated), feeds)
     assert all(value.dtype == np.float32 and np.all(np.isfinite(value)) for value in got.values())
-    assert onnx_export.worst(onnx_export.compare(stage, want, got)) <= FP16_BOUNDS["generator"]
+    for name, value in want.items():  # measured 1.4e-3 of the scale against a tolerance of 2.7e-2 (tiny, seed 5)
+        error = np.abs(got[name].astype(np.float64) - value).max() / np.abs(value).max()
+        assert error <= fp16_tolerance(model, value.size), (name, error)
     assert {v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)} == {fp16.FLOAT}
     assert any(t.data_type == fp16.FLOAT16 for t in model.graph.initializer)
 

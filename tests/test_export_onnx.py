@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from torch import nn
 
 from deghost.export import onnx_export, sources
-from deghost.export.onnx_export import PARITY_BOUNDS, ParityError
+from deghost.export.onnx_export import ParityError
 from deghost.files import DiskFullError
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
@@ -25,24 +27,93 @@ def toy_stage(name: str = "toy") -> Stage:
     return Stage(name, (spec,), (TensorSpec("y", (BATCH, 1, 4, 4), "float32", "result"),), "a test graph")
 
 
-def test_every_stage_onnx_matches_pytorch_at_batch_1_and_3_within_its_bound(tiny_onnx_dir):
+# FP32 parity from first principles, independent of the build's own bounds (export.onnx_export.PARITY_BOUNDS):
+# two FP32 implementations of one network (PyTorch's kernels and ONNX Runtime's, with other summation orders
+# and fusions) differ in each dot product of length K by rounding errors of about sqrt(K)·u of its terms'
+# magnitude (u = 2⁻²⁴, errors of random sign); over L weighted layers these add up like a random walk, to
+# sqrt(L·K)·u of the output's scale, and the largest of N outputs lies within sqrt(2·ln N) standard
+# deviations. L and K are counted from the network itself (L counts every weighted layer, parallel branches
+# too, so it bounds the depth from above). An exported graph that computes anything else (a wrong
+# padding, interpolation, epsilon or layout) misses by 1e-3 of the scale or far more.
+UNIT_ROUNDOFF = 2.0**-24
+
+
+def depth_and_fan_in(network: nn.Module) -> tuple[int, int]:
+    """(weighted layers, largest fan-in) of a network: every module with a ≥2-d weight is a conv or linear."""
+    layers, fan_in = 0, 0
+    for module in network.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+            continue
+        layers += 1
+        if isinstance(module, nn.ConvTranspose2d):  # weight [in, out, k, k]
+            fan_in = max(fan_in, module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        else:  # [out, in], [out, in, k, k], or StyleGAN2's modulated [1, out, in, k, k]
+            fan_in = max(fan_in, int(np.prod(weight.shape[-3:])) if weight.ndim >= 4 else weight.shape[-1])
+    return layers, fan_in
+
+
+def fp32_tolerance(network: nn.Module, outputs: int) -> float:
+    """Largest expected |ONNX Runtime − PyTorch| over `outputs` values, relative to the output's scale."""
+    layers, fan_in = depth_and_fan_in(network)
+    return math.sqrt(2 * math.log(outputs)) * math.sqrt(layers * fan_in) * UNIT_ROUNDOFF
+
+
+def onnxruntime_outputs(path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+def parser_logits(graph: nn.Module, image: np.ndarray) -> torch.Tensor:
+    """BiSeNet's main-head logits as face-parsing.PyTorch's test script feeds it: [0,1], ImageNet-normalised."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return graph.parser(((torch.from_numpy(image) + 1) / 2 - mean) / std)[0]
+
+
+def assert_onnx_matches_pytorch(folder, name: str, batch: int, seed: int) -> None:
+    stage = stage_table(TINY)[name]
+    graph = sources.random_sources(TINY, 0, [name])[name].load()  # the seeded network the build exported
+    feeds = onnx_export.example_inputs(stage, batch, seed)  # the documented ranges; seeds the build did not use
+    with torch.no_grad():
+        reference = graph(*(torch.from_numpy(feeds[spec.name]) for spec in stage.inputs))
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    got = onnxruntime_outputs(folder / f"{name}.onnx", feeds)
+    for spec, want in zip(stage.outputs, reference, strict=True):
+        have, want = got[spec.name], want.numpy()
+        assert have.shape == want.shape and have.dtype == want.dtype, (name, spec.name, have.shape, want.shape)
+        if spec.dtype == "int64":  # labels: argmax of logits; only near-ties may flip
+            logits = parser_logits(graph, feeds["image"])
+            assert np.array_equal(logits.argmax(1).numpy(), want)  # the logits are the graph's
+            top2 = logits.topk(2, dim=1).values
+            margin = (top2[:, 0] - top2[:, 1]).numpy()
+            decided = margin > fp32_tolerance(graph, logits.numel()) * logits.abs().max().item()
+            assert decided.mean() > 0.99, f"{name}: too many near-ties for the comparison to mean anything"
+            assert np.array_equal(have[decided], want[decided]), f"{name}: labels differ where PyTorch is sure"
+            continue
+        error = np.abs(have.astype(np.float64) - want).max() / np.abs(want).max()
+        tolerance = fp32_tolerance(graph, want.size)
+        assert error <= tolerance, f"{name}.{spec.name}: ONNX Runtime differs from PyTorch by {error:.3g} of the " \
+                                   f"output's scale, beyond FP32 rounding ({tolerance:.3g})"
+
+
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_onnx_matches_an_independent_pytorch_run_within_fp32_rounding(tiny_onnx_dir, name):
+    assert_onnx_matches_pytorch(tiny_onnx_dir, name, batch=2, seed=11)  # a batch size the build did not validate
+
+
+def test_suppressor_onnx_matches_pytorch_at_batch_4(tiny_onnx_dir):
+    assert_onnx_matches_pytorch(tiny_onnx_dir, "suppressor", batch=4, seed=7)
+
+
+def test_the_manifest_records_the_builds_own_validation_at_batch_1_and_3(tiny_onnx_dir):
     manifest = Manifest.load(tiny_onnx_dir)
     for stage in STAGE_NAMES:
         validation = manifest.find(stage, "onnx", "fp32").validation
         assert validation["batches"] == [1, 3]
         assert set(validation["errors"]) == {"1", "3"}
-        assert validation["bound"] == PARITY_BOUNDS[stage]
-        assert 0 <= validation["worst"] <= PARITY_BOUNDS[stage], stage
-
-
-def test_suppressor_onnx_reproduces_the_seeded_pytorch_graph_at_batch_4(tiny_onnx_dir):
-    stage = stage_table(TINY)["suppressor"]
-    graph = sources.random_sources(TINY, 0, ["suppressor"])["suppressor"].load()
-    feeds = onnx_export.example_inputs(stage, 4, seed=7)  # a batch size the build did not validate
-    got = onnx_export.run_onnxruntime(onnx_export.onnxruntime_session(tiny_onnx_dir / "suppressor.onnx"), feeds)
-    errors = onnx_export.compare(stage, onnx_export.run_torch(graph, stage, feeds), got)
-    assert onnx_export.worst(errors) <= PARITY_BOUNDS["suppressor"]
-    assert got["output"].shape == (4, 3, TINY.image_size, TINY.image_size)
+        assert 0 <= validation["worst"] <= validation["bound"], stage
 
 
 def test_onnx_files_pass_the_checker_with_stage_table_names_a_dynamic_batch_and_provenance(tiny_onnx_dir):
@@ -63,16 +134,6 @@ def test_onnx_files_pass_the_checker_with_stage_table_names_a_dynamic_batch_and_
         assert meta["deghost.precision"] == "fp32"
         assert [spec["name"] for spec in json.loads(meta["deghost.inputs"])] == stage.input_names()
         assert not (tiny_onnx_dir / f"{name}.onnx.data").exists()  # self-contained below 2 GB
-
-
-def test_face_parser_onnx_labels_agree_with_pytorch_at_batch_2(tiny_onnx_dir):
-    stage = stage_table(TINY)["face_parser"]
-    graph = sources.random_sources(TINY, 0, ["face_parser"])["face_parser"].load()
-    feeds = onnx_export.example_inputs(stage, 2, seed=3)
-    got = onnx_export.run_onnxruntime(onnx_export.onnxruntime_session(tiny_onnx_dir / "face_parser.onnx"), feeds)
-    errors = onnx_export.compare(stage, onnx_export.run_torch(graph, stage, feeds), got)
-    assert got["labels"].dtype == np.int64
-    assert errors["labels"]["mismatch_fraction"] <= PARITY_BOUNDS["face_parser"]
 
 
 def test_write_onnx_moves_the_weights_to_a_data_file_only_above_the_size_limit(tmp_path):

@@ -37,3 +37,10 @@ def test_non_editable_install_imports_every_subpackage_from_another_folder(tmp_p
     assert result.returncode == 0, result.stderr
     for line in result.stdout.split():
         assert line.startswith(str(target)), f"imported from the source tree, not the install: {line}"
+    # The licence travels with the install (PEP 639): the SPDX expression and the files it names.
+    (info,) = target.glob("deghost-*.dist-info")
+    assert "License-Expression: Apache-2.0" in (info / "METADATA").read_text().splitlines()
+    licences = info / "licenses"
+    assert (licences / "LICENSE").read_text().split() == (REPO / "LICENSE").read_text().split()
+    assert "Apache License" in (licences / "LICENSE").read_text() and (licences / "NOTICE").is_file()
+    assert (licences / "runtime" / "faces" / "models" / "LICENSE-mediapipe").is_file()

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from deghost.training.models.psp import PSPEncoder, add_latent_avg
+from deghost.training.models.zoo import build
+from tests.helpers.psp_layout import tiny_layout
 from tests.helpers.reference import load_reference
 
 
@@ -55,6 +57,17 @@ def test_psp_encoder_with_14_styles_gives_the_first_14_official_codes(reference,
         codes = model.eval()(torch.from_numpy(reference.io["x"]))
     assert codes.shape == (1, 14, 512)
     np.testing.assert_allclose(codes.numpy(), reference.io["codes"][:, :14], atol=1e-4, rtol=1e-5)
+
+
+def test_the_tiny_preset_encoder_has_psps_keys_at_a_quarter_of_the_channels(reference):
+    # Same layers and names as psp_ffhq_encode.pt, so load_psp and the exported graph take the same code path.
+    model = build("encoder", "tiny", seed=0)
+    layout = {key: (tuple(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in
+              model.state_dict().items()}
+    assert layout == tiny_layout(reference.layout())
+    assert sum(p.numel() for p in model.parameters()) < 267_136_704 / 16  # the files a tiny test writes stay small
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 256, 256)).shape == (2, 14, 512)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 256, 128), (1, 3, 128, 128), (1, 1, 256, 256)])

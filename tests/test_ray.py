@@ -20,18 +20,18 @@ import pytest
 from deghost.apps.edit.folder import FolderRun, collect_inputs, run_folder
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
+from tests.helpers.tiny_engines import tiny_engines
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'deghost[ray]'")
 
-PREBUILT = Path(os.environ.get("DEGHOST_TINY_ENGINES", "/work/tiny_engines"))  # else built once per session
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Serve's pydantic v1-style fields
 
 
 @pytest.fixture(scope="session")
 def tiny(request) -> Path:
-    """Untrained tiny-preset ONNX engines: a prebuilt folder if there is one, else conftest's build."""
-    return PREBUILT if (PREBUILT / "manifest.json").is_file() else request.getfixturevalue("tiny_onnx_dir")
+    """Untrained tiny-preset ONNX engines: DEGHOST_TINY_ENGINES if set, else conftest's build."""
+    return tiny_engines(request)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from deghost.apps.serve.service import (
 )
 from deghost.files import DiskFullError, disk_full_reported
 from deghost.runtime.images import read_image
-from tests.helpers.demo_engines import demo_engines
+from tests.helpers.tiny_engines import tiny_engines
 
 FACE = Path(__file__).parent / "data" / "images" / "astronaut.png"
 GRACE = FACE.with_name("grace_hopper.jpg")
@@ -72,7 +72,7 @@ def test_bad_parameters_are_400s_that_say_what_is_allowed(query, words):
 def photo_service(request):
     """The Serve deployment's class (one replica, photo mode) answering HTTP in this process: a starlette
     TestClient over it, as Ray's proxy would call it. Without Ray's batch queue (it needs a running
-    replica): each request is its own batch. The tiny untrained engines (DEGHOST_DEMO_ENGINES or the
+    replica): each request is its own batch. The tiny untrained engines (DEGHOST_TINY_ENGINES or the
     session's build); their stages are not opened up front, since a photo without a face never reaches them."""
     pytest.importorskip("ray.serve", reason="Ray is an optional extra: pip install 'deghost[ray]'")
     testclient = pytest.importorskip("starlette.testclient", reason="starlette's TestClient needs httpx")
@@ -83,7 +83,7 @@ def photo_service(request):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pipeline, "prepare", lambda self, suppress="network": {})
-        service = EditService(str(demo_engines(request)), threads=1, aligned=False)
+        service = EditService(str(tiny_engines(request)), threads=1, aligned=False)
 
     async def unbatched(item):
         return (await service._run_batch([item]))[0]
@@ -108,7 +108,7 @@ def test_a_photo_without_a_face_is_a_422_that_says_so(photo_service):
 def pipe(request):
     from deghost.runtime.pipeline import Pipeline
 
-    with Pipeline.load(demo_engines(request), backend="onnxruntime", device="cpu") as pipeline:
+    with Pipeline.load(tiny_engines(request), backend="onnxruntime", device="cpu") as pipeline:
         yield pipeline
 
 

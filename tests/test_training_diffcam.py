@@ -23,6 +23,7 @@ from deghost.training.models.diffcam import DiffCam
 from deghost.training.models.stylegan2 import Generator
 from deghost.training.resume import load_checkpoint
 from deghost.training.train_diffcam import WEIGHTS_FILE, edit_pairs, train_diffcam
+from tests.helpers.same_state import assert_same
 
 IMAGES = Path(__file__).parent / "data" / "images"
 ASTRONAUT = IMAGES / "astronaut.png"
@@ -73,19 +74,6 @@ def tiny_config(photos: Path, out: Path, **changes) -> DiffCamConfig:
                            lr=1e-3, restart_every=1000, workers=0, checkpoint_every=2, log_every=1)
     return replace(config, **changes)
 
-
-def assert_same(a, b, path="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{index}]")
-    else:
-        assert a == b, f"{path}: {a} != {b}"
 
 
 def test_edit_pairs_render_the_reconstruction_and_the_edit_along_the_drawn_direction():

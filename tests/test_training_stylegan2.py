@@ -24,6 +24,7 @@ from deghost.training.config import StyleGAN2Config
 from deghost.training.data import CheckedImageFolder, DatasetError
 from deghost.training.models.stylegan2 import Generator
 from deghost.training.train_stylegan2 import train_stylegan2
+from tests.helpers.same_state import assert_same
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
@@ -50,19 +51,6 @@ def toy(photos: Path, out: Path, **changes) -> StyleGAN2Config:
                              sample_every=2, latent_avg_samples=256)
     return replace(config, **changes)
 
-
-def assert_same(a, b, path="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{index}]")
-    else:
-        assert a == b, f"{path}: {a} != {b}"
 
 
 def test_resumed_training_matches_uninterrupted_training_bit_for_bit(photos, tmp_path):

@@ -25,6 +25,7 @@ from deghost.training.data import synthesize_pairs
 from deghost.training.loop import TrainingDiverged
 from deghost.training.suppressor import check_config, train_suppressor
 from deghost.training.synthetic import SyntheticGhosting
+from tests.helpers.same_state import assert_same
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 pytestmark = [
@@ -56,19 +57,6 @@ def final_state(path: Path) -> dict:
     return load_file(path)
 
 
-def assert_same_tensors(a, b, path="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            assert_same_tensors(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_tensors(x, y, f"{path}[{index}]")
-    else:
-        assert a == b, f"{path}: {a} != {b}"
-
 
 def test_resumed_training_matches_uninterrupted_training_bit_for_bit(pairs, tmp_path):
     # Dropout on, crops, flips, R1 and the discriminator: every source of randomness and state.
@@ -79,7 +67,7 @@ def test_resumed_training_matches_uninterrupted_training_bit_for_bit(pairs, tmp_
     resumed = final_state(train_suppressor(replace(interrupted, stop_at=None, resume="latest")))
     assert resumed["step"] == straight["step"] == 4
     for part in ("model", "discriminator", "optimizer", "d_optimizer", "scheduler", "d_scheduler", "rng"):
-        assert_same_tensors(straight[part], resumed[part], part)
+        assert_same(straight[part], resumed[part], part)
     with open(tmp_path / "resumed" / "log.csv") as file:
         assert [int(row["step"]) for row in csv.DictReader(file)] == [1, 2, 3, 4]
 

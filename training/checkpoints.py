@@ -38,7 +38,7 @@ from .models.bisenet import BiSeNet
 from .models.diffcam import DiffCam
 from .models.eogi_deghosting import Deghosting, deghosting_from_official
 from .models.maresunet import MAResUNet
-from .models.psp import PSPEncoder
+from .models.psp import PSPEncoder, psp_encoder
 from .models.stylegan2 import Discriminator, Generator
 from .models.vgg import VGG16Features
 from .psp_config import ARCFACE_FILE, ARCFACE_URL
@@ -198,7 +198,7 @@ def load_psp(path: str | Path, preset: str = "ffhq1024") -> PSPCheckpoint:
             f"{path}: latent_avg has shape {tuple(latent_avg.shape)}, preset {preset} expects "
             f"({spec.n_latent}, {spec.style_dim})"
         )
-    encoder = load_strict(PSPEncoder(n_styles=spec.n_latent), _prefixed(state, "encoder."), f"{path} encoder.*")
+    encoder = load_strict(psp_encoder(spec), _prefixed(state, "encoder."), f"{path} encoder.*")
     generator = Generator(spec.image_size)
     decoder_state = _fill_missing_buffers(generator, _prefixed(state, "decoder."), f"{path} decoder.*")
     load_strict(generator, decoder_state, f"{path} decoder.*")

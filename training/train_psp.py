@@ -33,7 +33,7 @@ from deghost.stages import CHECKPOINT_FILES
 from . import checkpoints, distributed
 from .data import CheckedImageFolder, report_skipped
 from .loop import RunLog, batch_stream, check_finite, write_sample_grid
-from .models.psp import INPUT_SIZE, PSPEncoder, add_latent_avg
+from .models.psp import INPUT_SIZE, OFFICIAL_WIDTH, PSPEncoder, add_latent_avg, psp_encoder
 from .psp_config import ARCFACE_FILE, ARCFACE_URL, PSPConfig
 from .psp_losses import IdentityLoss, w_norm_loss
 from .ranger import Ranger
@@ -107,8 +107,12 @@ def build_model(config: PSPConfig, arcface: nn.Module | None) -> PSPModel:
     loaded = checkpoints.load_stylegan2(config.stylegan2, preset.image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        encoder = PSPEncoder(n_styles=preset.n_latent)
-    if arcface is not None:  # pSp: encoder.load_state_dict(ir_se50, strict=False) fills the trunk
+        encoder = psp_encoder(preset)
+    if arcface is not None and preset.encoder_width != OFFICIAL_WIDTH:
+        warnings.warn(f"preset {preset.name}: the encoder's trunk ({preset.encoder_width} channels at its first "
+                      f"stage) is narrower than ArcFace's IR-SE-50 ({OFFICIAL_WIDTH}): it starts from random weights, "
+                      "ArcFace serves the identity loss only", stacklevel=2)
+    elif arcface is not None:  # pSp: encoder.load_state_dict(ir_se50, strict=False) fills the trunk
         trunk = {k: v for k, v in arcface.state_dict().items() if k.startswith(("input_layer.", "body."))}
         missing = set(trunk) - set(encoder.state_dict())
         assert not missing, f"ArcFace keys absent from the encoder: {sorted(missing)[:4]}"

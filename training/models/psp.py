@@ -19,11 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deghost.presets import Preset
+
 from .stylegan2 import EqualLinear
 
-# IR-SE units per stage (channels 64, 128, 256, 512; each stage starts with a stride-2 unit).
+# IR-SE units per stage (channels width·(1, 2, 4, 8); each stage starts with a stride-2 unit).
 STAGE_UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
-STAGE_CHANNELS = (64, 128, 256, 512)
+STAGE_WIDTHS = (1, 2, 4, 8)
+OFFICIAL_WIDTH = 64  # pSp's and ArcFace's IR-SE-50: stages of 64, 128, 256, 512 channels
 INPUT_SIZE = 256  # the style blocks' fixed stride-2 convs bring 16/32/64² maps to 1² only from 256²
 STYLE_DIM = 512
 # Official split of the W+ layers over the pyramid (GradualStyleEncoder.coarse_ind / middle_ind).
@@ -80,12 +83,12 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def ir_body(num_layers: int, mode: str) -> nn.Sequential:
+def ir_body(num_layers: int, mode: str, width: int = OFFICIAL_WIDTH) -> nn.Sequential:
     """The IR / IR-SE trunk pSp's encoder and ArcFace share: STAGE_UNITS[num_layers] bottlenecks per
-    stage, the first of each stage with stride 2 (official `get_blocks`)."""
+    stage, the first of each stage with stride 2 (official `get_blocks`); stage channels width·(1, 2, 4, 8)."""
     units: list[nn.Module] = []
-    channels_in = 64
-    for depth, count in zip(STAGE_CHANNELS, STAGE_UNITS[num_layers], strict=True):
+    channels_in = width
+    for depth, count in zip((width * k for k in STAGE_WIDTHS), STAGE_UNITS[num_layers], strict=True):
         for index in range(count):
             units.append(BottleneckIR(channels_in, depth, 2 if index == 0 else 1, mode == "ir_se"))
             channels_in = depth
@@ -95,11 +98,12 @@ def ir_body(num_layers: int, mode: str) -> nn.Sequential:
 class GradualStyleBlock(nn.Module):
     """One W+ code from one pyramid level: log2(spatial) stride-2 convs (each + LeakyReLU 0.01) → 1².
 
-    in_channels, out_channels: conv channels (512 in pSp); spatial: side of the input map (power of 2).
-    x: [B,in_channels,spatial,spatial] → [B,out_channels].
+    in_channels, out_channels: conv channels (512 in pSp); spatial: side of the input map (power of 2);
+    code_dim: the code's size (default out_channels, as pSp; a narrower encoder still gives 512-d codes).
+    x: [B,in_channels,spatial,spatial] → [B,code_dim].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spatial: int):
+    def __init__(self, in_channels: int, out_channels: int, spatial: int, code_dim: int | None = None):
         super().__init__()
         n_convs = int(math.log2(spatial))
         assert 2**n_convs == spatial, f"spatial must be a power of 2, got {spatial}"
@@ -108,7 +112,7 @@ class GradualStyleBlock(nn.Module):
             channels_in = in_channels if index == 0 else out_channels
             layers += [nn.Conv2d(channels_in, out_channels, 3, 2, 1), nn.LeakyReLU()]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_channels, out_channels)
+        self.linear = EqualLinear(out_channels, code_dim or out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.convs(x).flatten(1))
@@ -130,10 +134,13 @@ class PSPEncoder(nn.Module):
     num_layers: IR trunk depth, 50 (pSp's checkpoints), 100 or 152;
     mode: "ir_se" (with squeeze-excitation, pSp's checkpoints) or "ir";
     n_styles: W+ layers of the target generator, 2·log2(size) − 2 (18 for 1024², 14 for 256²);
-    input_nc: input channels.
+    input_nc: input channels;
+    width: the trunk's first-stage channels (64 in pSp's checkpoints; the stages have width·(1, 2, 4, 8), the
+    FPN and style blocks width·8; the codes stay 512-d). A narrower encoder keeps every layer and key name.
     """
 
-    def __init__(self, num_layers: int = 50, mode: str = "ir_se", n_styles: int = 18, input_nc: int = 3):
+    def __init__(self, num_layers: int = 50, mode: str = "ir_se", n_styles: int = 18, input_nc: int = 3,
+                 width: int = OFFICIAL_WIDTH):
         super().__init__()
         assert num_layers in STAGE_UNITS, f"num_layers must be one of {sorted(STAGE_UNITS)}, got {num_layers}"
         assert mode in ("ir", "ir_se"), f"mode must be 'ir' or 'ir_se', got {mode!r}"
@@ -141,16 +148,17 @@ class PSPEncoder(nn.Module):
         self.input_nc = input_nc
         self.n_styles = n_styles
         self.input_layer = nn.Sequential(
-            nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+            nn.Conv2d(input_nc, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width)
         )
-        self.body = ir_body(num_layers, mode)
+        self.body = ir_body(num_layers, mode, width)
         # FPN taps at the ends of stages 2, 3, 4 (units 6, 20, 23 for IR-50, as the official indices)
         self.taps = tuple(end - 1 for end in itertools.accumulate(STAGE_UNITS[num_layers]))[1:]
+        top = width * STAGE_WIDTHS[-1]  # FPN and style-block channels (512 in pSp)
         self.styles = nn.ModuleList(
-            GradualStyleBlock(STYLE_DIM, STYLE_DIM, LEVEL_SIZES[style_level(i)]) for i in range(n_styles)
+            GradualStyleBlock(top, top, LEVEL_SIZES[style_level(i)], STYLE_DIM) for i in range(n_styles)
         )
-        self.latlayer1 = nn.Conv2d(256, STYLE_DIM, 1)
-        self.latlayer2 = nn.Conv2d(128, STYLE_DIM, 1)
+        self.latlayer1 = nn.Conv2d(width * STAGE_WIDTHS[2], top, 1)
+        self.latlayer2 = nn.Conv2d(width * STAGE_WIDTHS[1], top, 1)
 
     def forward(self, image: Tensor) -> Tensor:
         """image: [B,input_nc,256,256] float32 in [-1,1] → raw codes [B,n_styles,512]; w = codes + latent_avg.
@@ -184,3 +192,9 @@ def add_latent_avg(codes: Tensor, latent_avg: Tensor) -> Tensor:
         f"latent_avg {list(latent_avg.shape)} must match the codes' layers {list(codes.shape[1:])}"
     )
     return codes + latent_avg
+
+
+def psp_encoder(preset: Preset) -> PSPEncoder:
+    """The preset's pSp encoder: IR-SE-50 with one style block per W+ layer, at the preset's width
+    (the paper's: psp_ffhq_encode.pt's layout; tiny: the same layers, narrower, so its files stay small)."""
+    return PSPEncoder(num_layers=50, mode="ir_se", n_styles=preset.n_latent, width=preset.encoder_width)

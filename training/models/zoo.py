@@ -18,12 +18,12 @@ from .bisenet import BiSeNet
 from .diffcam import DiffCam
 from .eogi_deghosting import Deghosting
 from .maresunet import MAResUNet
-from .psp import PSPEncoder
+from .psp import psp_encoder
 from .stylegan2 import Discriminator, Generator
 from .vgg import VGG16Features
 
 BUILDERS: dict[str, Callable[[Preset], nn.Module]] = {
-    "encoder": lambda p: PSPEncoder(num_layers=50, mode="ir_se", n_styles=p.n_latent),
+    "encoder": psp_encoder,
     "generator": lambda p: Generator(p.image_size, p.style_dim),
     "discriminator": lambda p: Discriminator(p.image_size),
     "diffcam": lambda p: DiffCam(n_classes=p.n_classes),
