@@ -150,8 +150,8 @@ def run_folder(
     modes = suppress_modes(suppress, grid)
     report = FolderReport(untrained=pipe.untrained)
     jobs = plan(inputs, out_dir, edits, suppress, grid, overwrite, report)
-    if jobs:
-        pipe.prepare(modes)
+    if jobs:  # the stages warm up while the first photos are decoded and their faces found
+        pipe.prepare(modes, warm=(batch, len(edits)))
     protected = [Path(path) for path in inputs]
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(

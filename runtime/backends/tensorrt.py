@@ -114,6 +114,7 @@ class TensorRTBackend(ManifestNames):
 
     kind = "tensorrt"
     device = "cuda"
+    concurrent = False  # one execution context and its buffers: the Pipeline serialises runs
 
     def __init__(self, manifest: Manifest, artifact: Artifact):
         trt, cudart = _libraries()
@@ -122,7 +123,7 @@ class TensorRTBackend(ManifestNames):
         if mismatch:
             raise BackendError(mismatch)
         path = manifest.verify(artifact)
-        self.stage, self.artifact = artifact.stage, artifact
+        self.stage, self.artifact, self.runs_in, self.why = artifact.stage, artifact, artifact.precision, ""
         self._stream = shared.stream
         self.engine = shared.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
