@@ -72,8 +72,10 @@ def python_path(source: Path | None) -> str:
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """(seconds, stdout) of `command`, run outside the checkout (so PYTHONPATH, not the folder, says which code)."""
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False,
+                          cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -83,7 +85,8 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
 def edit_wall(engines: Path, precision: str, env: dict[str, str]) -> float:
     """Seconds of `deghost edit PHOTO` in a fresh process, start to exit."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "deghost", "edit", str(PHOTO), "--out", out, "--engines", str(engines),
+        command = [sys.executable, "-c", "import sys; from deghost.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "edit", str(PHOTO), "--out", out, "--engines", str(engines),
                    "--backend", "openvino", "--device", "cpu", "--precision", precision, "--quiet"]
         return timed(command, env)[0]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from deghost.files import sha256_of
-from deghost.manifest import Manifest
+from deghost.manifest import Manifest, ManifestError
 from deghost.runtime.backends import open_backend
 from deghost.runtime.backends import openvino as ov_backend
 from deghost.runtime.backends.compiled_cache import MAGIC, NO_CACHE_ENV, CacheKey, CompiledCache, open_cache
@@ -108,7 +108,7 @@ def test_a_damaged_or_foreign_entry_is_ignored_with_a_warning_and_rebuilt(tiny_o
 OPEN_AND_RUN = """
 import sys
 import numpy as np
-from deghost.manifest import Manifest
+from deghost.manifest import Manifest, ManifestError
 from deghost.runtime.backends import open_backend
 from deghost.runtime.backends.compiled_cache import CompiledCache
 from deghost.stages import example_feeds, stage_table
@@ -165,3 +165,29 @@ def test_another_cpu_or_runtime_version_never_reuses_an_entry(tiny_onnx_dir, cac
     monkeypatch.setattr(ov_backend._openvino(), "__version__", "2099.1")  # a stand-in upgrade of OpenVINO
     assert opened(tiny_onnx_dir, cache)[0].cache_use == "compiled"
     assert len(cache.entries()) == 3
+
+
+def test_a_graph_changed_after_its_hash_was_remembered_is_hashed_again_and_refused(tiny_onnx_dir, cache, tmp_path):
+    folder = tmp_path / "engines"
+    shutil.copytree(tiny_onnx_dir, folder, ignore=shutil.ignore_patterns("cache"))
+    opened(folder, cache)  # hashed once and remembered
+    assert opened(folder, cache)[0].cache_use == "cache hit"
+    graph = folder / f"{STAGE}.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight, same size
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match="does not match its sha256"):
+        opened(folder, cache)
+
+
+def test_the_warm_up_compiles_each_stage_for_the_shapes_of_the_edit_that_follows(tiny_onnx_dir, cache):
+    stages = ("encoder", "generator", "diffcam", "suppressor")
+    with Pipeline.load(tiny_onnx_dir, backend="openvino", precision="fp32", device="cpu", cache=cache.folder) as pipe:
+        pipe.prepare("network", warm=(1, 1))  # one face, one edit: what the edit below runs
+        pipe._warming.result(timeout=600)
+        warmed = {stage: pipe.backend(stage).compiled for stage in stages}
+        assert all(compiled is not None for compiled in warmed.values())
+        side = pipe.preset.image_size
+        pipe.edit(np.random.default_rng(0).uniform(-1, 1, (1, 3, side, side)).astype(np.float32))
+        for stage in stages:  # the same static graph ran the edit: no recompile, no switch to the dynamic one
+            assert pipe.backend(stage).compiled is warmed[stage] and pipe.backend(stage).static_shapes is not None

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deghost.manifest import Artifact, Manifest
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock, the atomic rename still keeps every entry whole
@@ -100,6 +102,25 @@ class CompiledCache:
 
     def path(self, key: CacheKey) -> Path:
         return self.folder / f"{key.name}{SUFFIX}"
+
+    def verified(self, manifest: Manifest, artifact: Artifact) -> Path:
+        """`manifest.verify(artifact)` (the file's sha256 against the manifest's), remembered for the file as it
+        is now (path, size, modification time, inode), as git's index does: hashing the paper encoder's
+        1.07 GB on every start costs as much as compiling it. A file changed since is hashed again."""
+        path = manifest.file_of(artifact)
+        try:
+            stat = path.stat()
+        except OSError:
+            return manifest.verify(artifact)  # says what is missing and how to rebuild it
+        state = [str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, artifact.sha256]
+        record = self.folder / "verified" / hashlib.sha256(json.dumps(state).encode()).hexdigest()[:40]
+        if record.is_file():
+            return path
+        checked = manifest.verify(artifact)
+        with contextlib.suppress(OSError):  # an unwritable cache costs the hash next time, nothing more
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.touch()
+        return checked
 
     def load_or_build(self, key: CacheKey, build: Callable[[], object],
                       export: Callable[[object], bytes | memoryview],

@@ -206,7 +206,7 @@ class OpenVinoBackend(ManifestNames):
         if reason is not None:
             raise BackendError(f"{artifact.stage}: {reason}")
         compile_config(precision, threads)  # refuses an unknown precision before any work
-        self.path = manifest.verify(artifact)
+        self.path = manifest.verify(artifact) if cache is None else cache.verified(manifest, artifact)
         self.stage, self.artifact, self.precision, self.why = artifact.stage, artifact, precision, ""
         self.threads, self.runs_in, self.cache = threads, precision, cache
         if precision == "bf16":
