@@ -91,11 +91,19 @@ def edit_wall(engines: Path, precision: str, env: dict[str, str]) -> float:
         return timed(command, env)[0]
 
 
+class _Figures(dict):
+    """The figures, each printed as it is measured (a long run shows its progress)."""
+
+    def __setitem__(self, name, value):
+        print(f"{name}: {value}", flush=True)
+        super().__setitem__(name, value)
+
+
 def measure(engines: Path, precision: str, before: Path | None, steady_runs: int) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="deghost-cache-"))
     ours = {**os.environ, "DEGHOST_CACHE_DIR": str(cache)}
     ours.pop("DEGHOST_NO_CACHE", None)
-    figures: dict[str, float | list[float]] = {}
+    figures = _Figures()
     try:
         if before is not None:
             old = {**os.environ, "PYTHONPATH": python_path(before)}
@@ -119,8 +127,8 @@ def measure(engines: Path, precision: str, before: Path | None, steady_runs: int
     per_photo = figures["steady state: per photo s"]
     for name in list(figures):
         if name.endswith(" s") and not name.startswith("steady"):
-            figures[name.replace(" s", " / steady")] = round(figures[name] / per_photo, 2)
-    return figures
+            figures[f"{name[:-2]} / steady"] = round(figures[name] / per_photo, 2)
+    return dict(figures)
 
 
 def main() -> None:
