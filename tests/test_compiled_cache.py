@@ -191,3 +191,20 @@ def test_the_warm_up_compiles_each_stage_for_the_shapes_of_the_edit_that_follows
         pipe.edit(np.random.default_rng(0).uniform(-1, 1, (1, 3, side, side)).astype(np.float32))
         for stage in stages:  # the same static graph ran the edit: no recompile, no switch to the dynamic one
             assert pipe.backend(stage).compiled is warmed[stage] and pipe.backend(stage).static_shapes is not None
+
+
+def test_build_warm_fills_the_cache_so_the_first_edit_imports_every_stage(tiny_onnx_dir, cache, monkeypatch):
+    from deghost.export.build import build_parser, options_from_args, warm_compiled_cache
+
+    parse = build_parser().parse_args
+    assert options_from_args(parse(["--random-init", "0", "--warm"])).warm == ("fp32", "bf16")
+    assert options_from_args(parse(["--random-init", "0", "--warm", "fp32"])).warm == ("fp32",)
+    assert options_from_args(parse(["--random-init", "0"])).warm == ()
+    monkeypatch.setenv("DEGHOST_CACHE_DIR", str(cache.folder))
+    lines = []
+    warm_compiled_cache(tiny_onnx_dir, ["fp32"], lines.append)
+    assert len(lines) == 1 and "encoder compiled" in lines[0]
+    with Pipeline.load(tiny_onnx_dir, backend="openvino", precision="fp32", device="cpu") as pipe:
+        side = pipe.preset.image_size
+        pipe.edit(np.zeros((1, 3, side, side), np.float32), suppress=["network", "eogi", "poisson"])
+        assert {pipe.backend(stage).cache_use for stage in pipe.describe()} == {"cache hit"}
