@@ -36,7 +36,7 @@ from deghost.attributes import ATTRIBUTES
 from deghost.files import sha256_of
 from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
-from deghost.stages import example_feeds, stage_table
+from deghost.stages import stage_table
 
 from .backends import Backend, BackendError, DeviceTensor, choice_table, computes_in, open_backend
 from .backends.compiled_cache import open_cache
@@ -211,9 +211,9 @@ class Pipeline:
                 ) -> dict[str, str]:
         """Open every stage the suppress modes need now (and only those), so configuration errors come
         before any work, and log the choice (`choice_table`) of the stages not reported yet; returns
-        `describe()`. `warm` (images, edits per image): also start a warm-up in the background, one run of
-        each of those stages at the batch such a call runs (the compile or cache import and the slow first
-        inference), while the caller decodes photos and finds faces; the next `run` waits for it."""
+        `describe()`. `warm` (images, edits per image): also start `warm_up` in the background (each stage
+        compiled or imported for the batch such a call runs) while the caller decodes photos and finds
+        faces; the next `run` waits for it."""
         modes = _modes(suppress)
         with self._opening:
             for stage in self._stages_for(modes):
@@ -229,16 +229,21 @@ class Pipeline:
         return self.describe()
 
     def warm_up(self, suppress: str | Sequence[str] = "network", images: int = 1, edits: int = 1) -> None:
-        """Run each stage the modes need once on example inputs at the batch an edit of `images` aligned faces
-        with `edits` edits runs (OpenVINO compiles, or imports from the cache, for exactly those shapes)."""
+        """Compile (or import from the cache) each OpenVINO stage the modes need for the batch an edit of
+        `images` aligned faces with `edits` edits runs. No inference: once compiled, OpenVINO's first
+        inference costs what later ones do (docs/cache.md), and ONNX Runtime and TensorRT compile on open."""
         modes = _modes(suppress)
         group, edit_group = self._chunk_shape(images, edits, modes)
         rows = stage_rows(group, edit_group)
         specs = stage_table(self.preset.name)
         for stage in self._stages_for(modes):
+            backend = self.backend(stage)
+            if backend.kind != "openvino":
+                continue
+            shapes = {spec.name: list(spec.concrete_shape(rows[stage])) for spec in specs[stage].inputs}
             try:
-                self.backend(stage).run(example_feeds(specs[stage], rows[stage]))
-            except (BackendError, ManifestError) as error:  # the real run reports it where it belongs
+                backend.compile_for(shapes)
+            except BackendError as error:  # the real run reports it where it belongs
                 log.debug("%s: warm-up failed: %s", stage, error)
 
     def _wait_for_warm_up(self) -> None:

@@ -275,6 +275,12 @@ class OpenVinoBackend(ManifestNames):
             if compiled is self.compiled:  # a request of a replaced graph goes with it
                 self._idle.append(request)
 
+    def compile_for(self, shapes: dict[str, list[int]]) -> None:
+        """Compile (or import from the cache) the graph for these input shapes now, without running it: once
+        compiled, the first inference costs what later ones do (measured), so a warm-up run would only
+        spend a whole inference."""
+        self._release(*self._acquire(shapes)[:2])
+
     @property
     def requests(self) -> int:
         """Infer requests in the pool at rest: the most runs that were in flight at once."""
