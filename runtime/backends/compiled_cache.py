@@ -195,11 +195,11 @@ class CompiledCache:
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         header = json.dumps({"key": asdict(key), "size": len(payload)}, sort_keys=True).encode()
         try:
+            # No fsync: a process or machine that dies leaves at worst a short entry, which its size check
+            # refuses; waiting for the disk would only slow the first run.
             with open(temp, "wb") as file:
                 file.write(MAGIC + header + b"\n")
                 file.write(payload)
-                file.flush()
-                os.fsync(file.fileno())
             os.replace(temp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
