@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,20 +132,44 @@ def measure(engines: Path, precision: str, before: Path | None, steady_runs: int
     return dict(figures)
 
 
+def cold_pairs(engines: Path, precision: str, before: Path, pairs: int) -> dict:
+    """`deghost edit` on one photo, before and cold (an empty cache each time), alternately `pairs` times:
+    on a shared host one pair is noise, the medians of several compare."""
+    old = {**os.environ, "PYTHONPATH": python_path(before)}
+    seconds: dict[str, list[float]] = {"before": [], "cold": []}
+    for _ in range(pairs):
+        seconds["before"].append(edit_wall(engines, precision, old))
+        cache = Path(tempfile.mkdtemp(prefix="deghost-cache-"))
+        try:
+            seconds["cold"].append(edit_wall(engines, precision, {**os.environ, "DEGHOST_CACHE_DIR": str(cache)}))
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        print(seconds, flush=True)
+    return {"edit one photo s, alternating": seconds,
+            "median cold / median before": round(statistics.median(seconds["cold"])
+                                                 / statistics.median(seconds["before"]), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", type=Path, required=True)
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with (its repository root)")
     parser.add_argument("--steady-runs", type=int, default=4, help="edits in the steady-state process (default: 4)")
+    parser.add_argument("--cold-pairs", type=int, metavar="N",
+                        help="instead: only before and cold, alternately N times (needs --before)")
     args = parser.parse_args()
-    figures = measure(args.engines, args.precision, args.before, args.steady_runs)
+    if args.cold_pairs:
+        figures = cold_pairs(args.engines, args.precision, args.before, args.cold_pairs)
+    else:
+        figures = measure(args.engines, args.precision, args.before, args.steady_runs)
     result = {"machine": describe(), "preset": Manifest.load(args.engines).artifacts[0].preset,
               "precision": args.precision, "photo": PHOTO.name, "measured": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                          time.gmtime()),
               "figures": figures}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"warm_start_{result['preset']}_{args.precision}.json"
+    kind = "cold_vs_before" if args.cold_pairs else "warm_start"
+    path = RESULTS / f"{kind}_{result['preset']}_{args.precision}.json"
     atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
     print(json.dumps(figures, indent=2), f"\nwritten: {path}")
 
