@@ -5,9 +5,11 @@ aligned crops."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from deghost.runtime.backends import BACKENDS, DEVICES, PRECISIONS
+from deghost.runtime.backends.compiled_cache import NO_CACHE_ENV
 
 ENGINES_HELP = "folder with manifest.json, engines/graphs and directions/ (default: engines/)"
 
@@ -25,6 +27,18 @@ def add_backend_options(parser: argparse.ArgumentParser, threads_scope: str = ""
     add_precision_option(parser)
     parser.add_argument("--threads", type=int, metavar="N",
                         help=f"CPU threads per operator, ONNX Runtime or OpenVINO{threads_scope} (default: all cores)")
+    parser.add_argument("--no-cache", nargs=0, action=_TurnCacheOff,
+                        help=f"compile the OpenVINO stages in this run, not using the compiled-model cache (as "
+                        f"{NO_CACHE_ENV}=1 does; default: the cache in $DEGHOST_CACHE_DIR or "
+                        "~/.cache/deghost/compiled)")
+
+
+class _TurnCacheOff(argparse.Action):
+    """--no-cache sets the environment variable, so the processes this one starts (Ray actors, replicas) see it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[NO_CACHE_ENV] = "1"
+        setattr(namespace, self.dest, True)
 
 
 def add_backend_option(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class BuildOptions:
     workspace_gb: float = 4.0
     fp16_builder_flag: bool = False  # TensorRT 10 only: FP32 ONNX + BuilderFlag.FP16 instead of strong typing
     validation_batches: Sequence[int] = (1, 3)  # ONNX Runtime vs PyTorch
+    warm: Sequence[str] = ()  # OpenVINO precisions whose compiled stages go into the compiled-model cache
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -253,7 +255,40 @@ def build(options: BuildOptions, log: Callable[[str], None] | None = None) -> Ma
     manifest = builder.run(environment)
     log(builder.summary(environment))
     log(f"wrote {manifest.path}" + ("" if environment is not None or options.onnx_only else " (ONNX only)"))
+    if options.warm:
+        warm_compiled_cache(options.out, options.warm, log)
     return manifest
+
+
+WARM_PRECISIONS = ("fp32", "bf16")  # OpenVINO's; `--warm` alone fills both
+
+
+def warm_compiled_cache(folder: Path, precisions: Sequence[str], log: Callable[[str], None]) -> None:
+    """Compile every OpenVINO stage of `folder` at each precision for the shapes a one-face edit runs, into
+    the compiled-model cache of this machine (`deghost.runtime.backends.compiled_cache`), so the first
+    `deghost edit`, replica or demo click imports them instead of compiling."""
+    from deghost.runtime.backends import openvino_unavailable
+    from deghost.runtime.pipeline import SUPPRESS_STAGES, Pipeline
+
+    reason = openvino_unavailable()
+    if reason is not None:
+        log(f"--warm: nothing to compile ahead: {reason}")
+        return
+    for precision in precisions:
+        with Pipeline.load(folder, backend="openvino", precision=precision, device="cpu") as pipe:
+            if pipe.cache is None:
+                log("--warm: the compiled-model cache is turned off ($DEGHOST_NO_CACHE); nothing written")
+                return
+            built = {artifact.stage for artifact in pipe.manifest.artifacts}
+            modes = [mode for mode, stage in SUPPRESS_STAGES.items() if stage in built]
+            if not {"encoder", "generator", "diffcam"} <= built:
+                log("--warm: the folder lacks encoder, generator or diffcam; nothing to compile ahead")
+                return
+            started = time.perf_counter()
+            pipe.warm_up(modes)
+            stages = ["encoder", "generator", "diffcam", *(SUPPRESS_STAGES[mode] for mode in modes)]
+            uses = ", ".join(f"{stage} {pipe.backend(stage).cache_use}" for stage in stages)
+            log(f"--warm {precision}: {uses} ({time.perf_counter() - started:.1f} s) in {pipe.cache.folder}")
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -288,6 +323,11 @@ def add_build_arguments(parser: argparse.ArgumentParser, engines: bool = True) -
                         "no CPU backend runs FP16 graphs)")
     parser.add_argument("--out", type=Path, default=Path("engines"), metavar="DIR",
                         help="output folder for graphs, engines, directions/ and manifest.json (default: engines/)")
+    parser.add_argument("--warm", nargs="*", choices=WARM_PRECISIONS, metavar="PRECISION",
+                        help="then compile the OpenVINO stages for this machine into the compiled-model cache "
+                        "($DEGHOST_CACHE_DIR, default ~/.cache/deghost/compiled), so the first edit does not "
+                        "compile them: --warm alone for fp32 and bf16, or --warm fp32 (default: compiled on "
+                        "first use)")
     if not engines:
         engine_only = ("batch", "require_tensorrt", "workspace_gb", "fp16_builder_flag")
         parser.set_defaults(onnx_only=True, **{name: getattr(BuildOptions, name) for name in engine_only})
@@ -325,6 +365,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         checkpoints=args.checkpoints, random_init=args.random_init, suppressor=args.suppressor, batch=args.batch,
         onnx_only=args.onnx_only, require_tensorrt=args.require_tensorrt, workspace_gb=args.workspace_gb,
         fp16_builder_flag=args.fp16_builder_flag,
+        warm=() if args.warm is None else tuple(args.warm or WARM_PRECISIONS),
     )
 
 

@@ -25,9 +25,11 @@ reconstruction is rendered once and the generator's outputs reach the next stage
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +39,10 @@ from deghost.attributes import ATTRIBUTES
 from deghost.files import sha256_of
 from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
+from deghost.stages import stage_table
 
-from .backends import Backend, DeviceTensor, choice_table, computes_in, open_backend
+from .backends import Backend, BackendError, DeviceTensor, choice_table, computes_in, open_backend
+from .backends.compiled_cache import open_cache
 from .blend import face_mask, mix, poisson_blend
 from .directions import DEFAULT_ALPHA, apply_direction, load_direction
 from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces
@@ -165,11 +169,17 @@ class Crops:
 
 
 class Pipeline:
-    """The stages of one engine folder, opened on first use (see the module docstring)."""
+    """The stages of one engine folder, opened on first use (see the module docstring).
+
+    Threads may share one Pipeline (a threaded web server, a worker pool): stages are opened once under a
+    lock, ONNX Runtime and OpenVINO run calls from several threads at once (OpenVINO with one infer request
+    per concurrent call over one compiled graph), and a pipeline holding a backend that cannot (TensorRT)
+    runs one edit at a time. Processes do not share one: each opens its own (the compiled-model cache
+    spares them the compile)."""
 
     def __init__(self, manifest: Manifest, backend: str = "auto", threads: int | None = None,
                  precision: str | None = None, memory_arena: bool = False, device: str = "auto",
-                 max_rows: int | None = None):
+                 max_rows: int | None = None, cache: str | Path | bool | None = None):
         if not manifest.artifacts:
             raise ManifestError(
                 f"{manifest.path} lists nothing; build it: {build_command(manifest.folder)}"
@@ -188,18 +198,23 @@ class Pipeline:
         self._face_finder: FaceFinder | None = None
         self._directions: dict[str, tuple[np.ndarray, int | None]] = {}
         self._reported: set[str] = set()  # stages whose backend choice has been logged
+        self.cache = open_cache(cache)  # compiled stages on disk; None when turned off
+        self._opening = threading.RLock()  # stages, directions and the face finder are opened once
+        self._one_edit_at_a_time = threading.Lock()  # for backends that are not `concurrent`
+        self._warming: Future | None = None
 
     @classmethod
     def load(cls, folder: str | Path = "engines", backend: str = "auto", threads: int | None = None,
              precision: str | None = None, memory_arena: bool = False, device: str = "auto",
-             max_rows: int | None = None) -> Pipeline:
+             max_rows: int | None = None, cache: str | Path | bool | None = None) -> Pipeline:
         """The pipeline of the engines and graphs listed in `folder`/manifest.json.
 
         backend: "auto", "tensorrt", "onnxruntime" or "openvino"; device: "auto", "cpu" or "cuda";
         precision: "auto" (None), "fp32", "fp16" or "bf16" (see `deghost.runtime.backends.open_backend`);
         max_rows: the most rows a stage runs at once (default: MAX_BATCH_PIXELS at the preset's side; an
-        engine's own profile limit, where smaller, still holds)."""
-        return cls(Manifest.load(folder), backend, threads, precision, memory_arena, device, max_rows)
+        engine's own profile limit, where smaller, still holds); cache: the compiled-model cache's folder
+        (None: $DEGHOST_CACHE_DIR or the user's cache folder; False: off, as $DEGHOST_NO_CACHE=1 does)."""
+        return cls(Manifest.load(folder), backend, threads, precision, memory_arena, device, max_rows, cache)
 
     # -- what the folder holds ----------------------------------------------------------------------
 
@@ -215,22 +230,59 @@ class Pipeline:
         return sorted(self.manifest.directions)
 
     def backend(self, stage: str) -> Backend:
-        """The stage's backend, opened on first use (TensorRT or ONNX Runtime, see `open_backend`)."""
-        if stage not in self._backends:
-            self._backends[stage] = open_backend(self.manifest, stage, self.backend_name, self.precision,
-                                                 self.threads, self.memory_arena, self.device)
-        return self._backends[stage]
+        """The stage's backend, opened on first use (see `open_backend`)."""
+        opened = self._backends.get(stage)
+        if opened is None:
+            with self._opening:
+                if stage not in self._backends:
+                    self._backends[stage] = open_backend(self.manifest, stage, self.backend_name, self.precision,
+                                                         self.threads, self.memory_arena, self.device, self.cache)
+                opened = self._backends[stage]
+        return opened
 
-    def prepare(self, suppress: str | Sequence[str] = "network") -> dict[str, str]:
-        """Open every stage the suppress modes need now, so configuration errors come before any work,
-        and log the choice (`choice_table`) of the stages not reported yet; returns `describe()`."""
-        for stage in self._stages_for(_modes(suppress)):
-            self.backend(stage)
-        new = {stage: b for stage, b in self._backends.items() if stage not in self._reported}
-        if new:
-            log.info("backends:\n%s", choice_table(new))
-            self._reported.update(new)
+    def prepare(self, suppress: str | Sequence[str] = "network", warm: tuple[int, int] | None = None
+                ) -> dict[str, str]:
+        """Open every stage the suppress modes need now (and only those), so configuration errors come
+        before any work, and log the choice (`choice_table`) of the stages not reported yet; returns
+        `describe()`. `warm` (images, edits per image): also start `warm_up` in the background (each stage
+        compiled or imported for the batch such a call runs) while the caller decodes photos and finds
+        faces; the next `run` waits for it."""
+        modes = _modes(suppress)
+        with self._opening:
+            for stage in self._stages_for(modes):
+                self.backend(stage)
+            new = {stage: b for stage, b in self._backends.items() if stage not in self._reported}
+            if new:
+                log.info("backends:\n%s", choice_table(new))
+                self._reported.update(new)
+            if warm is not None and self._warming is None:
+                pool = ThreadPoolExecutor(1, thread_name_prefix="deghost-warm-up")
+                self._warming = pool.submit(self.warm_up, modes, *warm)
+                pool.shutdown(wait=False)  # the thread ends with the warm-up
         return self.describe()
+
+    def warm_up(self, suppress: str | Sequence[str] = "network", images: int = 1, edits: int = 1) -> None:
+        """Compile (or import from the cache) each OpenVINO stage the modes need for the batch an edit of
+        `images` aligned faces with `edits` edits runs. No inference: once compiled, OpenVINO's first
+        inference costs what later ones do (docs/cache.md), and ONNX Runtime and TensorRT compile on open."""
+        modes = _modes(suppress)
+        group, edit_group = self._chunk_shape(images, edits, modes)
+        rows = stage_rows(group, edit_group)
+        specs = stage_table(self.preset.name)
+        for stage in self._stages_for(modes):
+            backend = self.backend(stage)
+            if backend.kind != "openvino":
+                continue
+            shapes = {spec.name: list(spec.concrete_shape(rows[stage])) for spec in specs[stage].inputs}
+            try:
+                backend.compile_for(shapes)
+            except BackendError as error:  # the real run reports it where it belongs
+                log.debug("%s: warm-up failed: %s", stage, error)
+
+    def _wait_for_warm_up(self) -> None:
+        warming = self._warming
+        if warming is not None and not warming.done():
+            warming.exception()  # waits; a failed warm-up is the real run's to report
 
     def describe(self) -> dict[str, str]:
         """Each opened stage → "kind/device precision", e.g. "onnxruntime/cpu fp32", "openvino/cpu bf16"."""
@@ -241,9 +293,11 @@ class Pipeline:
         return ["encoder", "generator", "diffcam"] + [SUPPRESS_STAGES[m] for m in modes if SUPPRESS_STAGES[m]]
 
     def close(self) -> None:
-        for backend in self._backends.values():
-            backend.close()
-        self._backends, self._reported = {}, set()
+        self._wait_for_warm_up()
+        with self._opening:
+            for backend in self._backends.values():
+                backend.close()
+            self._backends, self._reported, self._warming = {}, set(), None
 
     def __enter__(self) -> Pipeline:
         return self
@@ -275,6 +329,10 @@ class Pipeline:
         return edits
 
     def _direction(self, name: str) -> tuple[np.ndarray, int | None]:
+        with self._opening:
+            return self._direction_opened(name)
+
+    def _direction_opened(self, name: str) -> tuple[np.ndarray, int | None]:
         if name not in self._directions:
             entry = self.manifest.directions.get(name)
             if entry is not None:
@@ -306,9 +364,10 @@ class Pipeline:
     @property
     def face_finder(self) -> FaceFinder:
         """Face detector and landmarker (ONNX Runtime on the CPU), opened on first use."""
-        if self._face_finder is None:
-            self._face_finder = FaceFinder()
-        return self._face_finder
+        with self._opening:
+            if self._face_finder is None:
+                self._face_finder = FaceFinder()
+            return self._face_finder
 
     def find_faces(self, photo: np.ndarray, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
         """The chosen faces of an RGB uint8 [H,W,3] photo, FFHQ-aligned at the preset's side, left to right.
@@ -344,6 +403,7 @@ class Pipeline:
         PhotoResult (for an aligned crop, `photos` are the edited crops and `faces` is empty), or the ImageError
         that is its alone (no face, unusable pixels). Configuration errors raise before any input is read."""
         edits, modes = self.edits(attribute, alpha, class_index), _modes(suppress)
+        self.prepare(modes, warm=(len(images), len(edits)))  # warms up while the faces are searched for
         prepared = [self._crops_or_error(image, options or FaceOptions()) for image in images]
         ready = [crops for crops in prepared if isinstance(crops, Crops)]
         result = self.run(np.concatenate([crops.tensor for crops in ready]), edits, modes) if ready else None
@@ -404,21 +464,23 @@ class Pipeline:
         started = time.perf_counter()
         modes = _modes(suppress)
         self.prepare(modes)
+        self._wait_for_warm_up()
         batch, warnings = self.model_batch(images)
         edits, timer = list(edits), _Timer()
         n_images, n_edits = len(batch), len(edits)
         group, edit_group = self._chunk_shape(n_images, n_edits, modes)
         latents, parts = [], []
-        for i0 in range(0, n_images, group):
-            images_i = batch[i0 : i0 + group]
-            with timer("encoder"):
-                w = _host(self.backend("encoder").run({"image": images_i})["w"])
-            latents.append(w)
-            for k0 in range(0, n_edits, edit_group):
-                chunk = self._edit_chunk(images_i, w, edits[k0 : k0 + edit_group], modes, timer)
-                # chunk rows are edit-major (kk·g + ii); result rows image-major ((i0 + ii)·K + k0 + kk)
-                kk, ii = np.divmod(np.arange(len(chunk["mask"])), len(images_i))
-                parts.append(((i0 + ii) * n_edits + k0 + kk, chunk))
+        with self._exclusive(modes):
+            for i0 in range(0, n_images, group):
+                images_i = batch[i0 : i0 + group]
+                with timer("encoder"):
+                    w = _host(self.backend("encoder").run({"image": images_i})["w"])
+                latents.append(w)
+                for k0 in range(0, n_edits, edit_group):
+                    chunk = self._edit_chunk(images_i, w, edits[k0 : k0 + edit_group], modes, timer)
+                    # chunk rows are edit-major (kk·g + ii); result rows image-major ((i0 + ii)·K + k0 + kk)
+                    kk, ii = np.divmod(np.arange(len(chunk["mask"])), len(images_i))
+                    parts.append(((i0 + ii) * n_edits + k0 + kk, chunk))
         merged = _merge_rows(parts, n_images * n_edits)
         timings = timer.ms
         timings[GLUE] = (time.perf_counter() - started) * 1e3 - sum(timings.values())
@@ -428,6 +490,12 @@ class Pipeline:
             w=np.concatenate(latents), w_edit=merged["w_edit"], edits=edits, timings_ms=timings,
             untrained=self.untrained, warnings=warnings,
         )
+
+    def _exclusive(self, modes: list[str]):
+        """The pipeline's one-edit-at-a-time lock where a stage cannot run from several threads at once (its
+        outputs left on the device live in buffers the next run overwrites); else nothing."""
+        shared = all(self.backend(stage).concurrent for stage in self._stages_for(modes))
+        return nullcontext() if shared else self._one_edit_at_a_time
 
     def _edit_chunk(self, images: np.ndarray, w: np.ndarray, edits: list[Edit], modes: list[str],
                     timer: _Timer) -> dict[str, np.ndarray]:
@@ -479,8 +547,7 @@ class Pipeline:
         limit = {stage: min(value or self.max_rows, self.max_rows) for stage, value in engine.items()}
 
         def fits(g: int, k: int) -> bool:
-            batches = {"encoder": g, "generator": g + g * k, "diffcam": g * k, "suppressor": g * k,
-                       "deghosting": g * k, "face_parser": g * k + g}
+            batches = stage_rows(g, k)
             return all(batches[s] <= v for s, v in limit.items())
 
         shapes = [(g, k) for k in range(1, n_edits + 1) for g in range(1, n_images + 1) if fits(g, k)]
@@ -533,6 +600,13 @@ class Pipeline:
         n, side = len(image), self.preset.image_size
         masks = np.stack([face_mask(labels[b], labels[n + b], size=side) for b in range(n)])
         return masks[0] if single else masks
+
+
+def stage_rows(images: int, edits: int) -> dict[str, int]:
+    """stage → its batch when `images` faces with `edits` edits each go through at once: the generator renders
+    the reconstructions and the edits together, the face parser sees the fused rows and each image."""
+    return {"encoder": images, "generator": images + images * edits, "diffcam": images * edits,
+            "suppressor": images * edits, "deghosting": images * edits, "face_parser": images * edits + images}
 
 
 def poisson_rows(fused: np.ndarray, images: np.ndarray, labels: np.ndarray, source: np.ndarray,

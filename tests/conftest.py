@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import tempfile
 
 import pytest
 
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    """The tests' compiled stages go to a folder of their own, removed at the end, not the user's cache."""
+    if "DEGHOST_CACHE_DIR" not in os.environ:
+        os.environ["DEGHOST_CACHE_DIR"] = config._deghost_cache = tempfile.mkdtemp(prefix="deghost-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_deghost_cache", None):
+        shutil.rmtree(config._deghost_cache, ignore_errors=True)
 
 
 def _gpu_unavailable() -> str | None:

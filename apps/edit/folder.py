@@ -151,8 +151,8 @@ def run_folder(pipe: Pipeline, run: FolderRun, workers: int = 2, progress: bool 
     edits = run.edits(pipe)
     report = FolderReport(untrained=pipe.untrained)
     jobs = plan(run, edits, report)
-    if jobs:
-        pipe.prepare(run.modes)
+    if jobs:  # the stages warm up while the first photos are decoded and their faces found
+        pipe.prepare(run.modes, warm=(run.batch, len(edits)))
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
         total=len(jobs), unit="img", desc="deghost edit", disable=not progress

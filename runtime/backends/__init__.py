@@ -12,8 +12,12 @@ table (`deghost.stages`), which the manifest records per artifact. Three impleme
 
 `open_backend(manifest, stage, "auto")` takes, in order: the stage's TensorRT engine where TensorRT
 loads and the engine was built for this GPU and TensorRT version; ONNX Runtime on CUDA; on the CPU,
-OpenVINO where it is installed, else ONNX Runtime. Each opened backend carries `why` it was chosen;
-`auto` never lowers precision unless asked (`precision="bf16"` or `"fp16"`).
+OpenVINO where it is installed, else ONNX Runtime. Each opened backend carries `why` it was chosen and
+`runs_in` (the precision it computes in); `auto` never lowers precision unless asked (`precision="bf16"`
+or `"fp16"`). OpenVINO keeps its compiled stages in a `compiled_cache` on disk.
+
+A backend whose `concurrent` is True may run from several threads at once (ONNX Runtime; OpenVINO, one
+infer request per thread over one compiled model); the Pipeline serialises the others (TensorRT).
 
 Between two stages on a GPU, an output can stay on the device: `run(feeds, keep={"mask"})` returns
 that output as a `DeviceTensor`, which the next stage accepts as a feed without a host round trip.
@@ -24,18 +28,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from deghost.manifest import Artifact, Manifest, ManifestError, TensorInfo, build_command
+
+if TYPE_CHECKING:
+    from .compiled_cache import CompiledCache
 
 log = logging.getLogger("deghost.runtime")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino")
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA where a GPU backend loads, else the CPU
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 TensorRT engines as built, else fp32
-BACKEND_PRECISIONS = {"tensorrt": ("fp16", "fp32"), "onnxruntime": ("fp32", "fp16"), "openvino": ("fp32", "bf16")}
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours → OpenVINO's INFERENCE_PRECISION_HINT
+BACKEND_PRECISIONS = {"tensorrt": ("fp16", "fp32"), "onnxruntime": ("fp32", "fp16"),
+                      "openvino": tuple(OPENVINO_PRECISIONS)}
 
 
 class BackendError(RuntimeError):
@@ -117,6 +126,9 @@ class Backend(Protocol):
     device: str  # "cpu" or "cuda": where `keep` leaves outputs
     artifact: Artifact
     max_batch: int | None  # the engine profile's largest batch; None when any batch runs
+    runs_in: str  # the precision it computes in: the artifact's, or OpenVINO's inference precision
+    why: str  # why this backend and precision were chosen ("" until open_backend says)
+    concurrent: bool  # run() may be called from several threads at once
 
     @property
     def input_names(self) -> list[str]: ...
@@ -220,7 +232,7 @@ def onnxruntime_has_cuda() -> bool:
 
 def computes_in(backend: Backend) -> str:
     """The precision a backend computes in: its artifact's, or OpenVINO's inference precision."""
-    return getattr(backend, "runs_in", backend.artifact.precision)
+    return backend.runs_in
 
 
 def open_backend(
@@ -231,6 +243,7 @@ def open_backend(
     threads: int | None = None,
     memory_arena: bool = False,
     device: str = "auto",
+    cache: CompiledCache | None = None,
 ) -> Backend:
     """The stage's graph, ready to run, on `backend` ("auto", "tensorrt", "onnxruntime" or "openvino").
 
@@ -241,13 +254,14 @@ def open_backend(
     fp32. "auto" takes TensorRT when the manifest lists an engine that loads here, then ONNX Runtime
     on CUDA, then on the CPU OpenVINO where it is installed (the fastest CPU engine), else ONNX Runtime.
     The opened backend's `why` says why it was chosen. `threads`: CPU threads per operator (default:
-    all cores). `memory_arena`: ONNX Runtime's CPU arena (see OnnxRuntimeBackend).
+    all cores). `memory_arena`: ONNX Runtime's CPU arena (see OnnxRuntimeBackend). `cache`: where OpenVINO
+    keeps compiled stages (see compiled_cache; None: compiled in every process).
     Raises BackendError (or ManifestError) with the command that fixes it.
     """
     precision = precision or "auto"
     _check_choice(backend, device, precision)
     if backend == "auto":
-        opened = _auto(manifest, stage, precision, threads, memory_arena, device)
+        opened = _auto(manifest, stage, precision, threads, memory_arena, device, cache)
     elif backend == "tensorrt":
         opened, _ = _open_engine(manifest, _find(manifest, stage, "tensorrt", _or(precision, "fp16")), strict=True)
         if opened is None:
@@ -257,7 +271,7 @@ def open_backend(
             )
         opened.why = "asked for"
     elif backend == "openvino":
-        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads)
+        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads, cache)
         opened.why = "; ".join(filter(None, ["asked for", opened.why]))
     else:
         opened = _open_onnxruntime(manifest, stage, _or(precision, "fp32"), threads, memory_arena, device)
@@ -287,7 +301,7 @@ def _or(precision: str, default: str) -> str:
 
 
 def _auto(manifest: Manifest, stage: str, precision: str, threads: int | None, memory_arena: bool,
-          device: str) -> Backend:
+          device: str, cache: CompiledCache | None) -> Backend:
     """The fastest backend that runs here at `precision` (see open_backend), with `why` set."""
     not_tensorrt = ""
     if device != "cpu" and precision != "bf16":
@@ -306,7 +320,7 @@ def _auto(manifest: Manifest, stage: str, precision: str, threads: int | None, m
             return opened
     not_openvino = openvino_unavailable() if precision != "fp16" else "fp16 graphs run on ONNX Runtime"
     if not_openvino is None:
-        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads)
+        opened = _open_openvino(manifest, stage, _or(precision, "fp32"), threads, cache)
         opened.why = "; ".join(filter(None, ["fastest CPU backend installed", opened.why]))
         return opened
     if precision == "bf16":
@@ -330,10 +344,11 @@ def _open_onnxruntime(manifest: Manifest, stage: str, precision: str, threads: i
     return OnnxRuntimeBackend(manifest, graph, threads=threads, device=device, memory_arena=memory_arena)
 
 
-def _open_openvino(manifest: Manifest, stage: str, precision: str, threads: int | None) -> Backend:
+def _open_openvino(manifest: Manifest, stage: str, precision: str, threads: int | None,
+                   cache: CompiledCache | None) -> Backend:
     from .openvino import OpenVinoBackend
 
-    return OpenVinoBackend(manifest, _graph(manifest, stage, "fp32"), precision, threads)
+    return OpenVinoBackend(manifest, _graph(manifest, stage, "fp32"), precision, threads, cache)
 
 
 def _graph(manifest: Manifest, stage: str, precision: str) -> Artifact:
@@ -349,7 +364,7 @@ def _graph(manifest: Manifest, stage: str, precision: str) -> Artifact:
 def choice_table(backends: dict[str, Backend]) -> str:
     """stage → backend, device, precision, why: the lines `auto`'s choice is reported in, once per pipeline."""
     rows = [("stage", "backend", "device", "precision", "why")]
-    rows += [(stage, b.kind, b.device, computes_in(b), getattr(b, "why", "")) for stage, b in backends.items()]
+    rows += [(stage, b.kind, b.device, computes_in(b), b.why) for stage, b in backends.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
                      for row in rows)

@@ -136,11 +136,12 @@ class OnnxRuntimeBackend(ManifestNames):
 
     kind = "onnxruntime"
     max_batch = None  # the graphs have a dynamic batch axis
+    concurrent = True  # InferenceSession.run may be called from several threads at once
 
     def __init__(self, manifest: Manifest, artifact: Artifact, threads: int | None = None, device: str = "auto",
                  memory_arena: bool = False):
         path = manifest.verify(artifact)
-        self.stage, self.artifact = artifact.stage, artifact
+        self.stage, self.artifact, self.runs_in, self.why = artifact.stage, artifact, artifact.precision, ""
         options = ort.SessionOptions()
         # All cores for one operator at a time: the stages run one after another, so inter-op
         # parallelism has nothing to overlap, and ORT's default (physical cores) leaves SMT idle.

@@ -15,6 +15,7 @@ the FP32 graph's manifest entry, or measured on first use when absent); a stage 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
@@ -25,12 +26,21 @@ import numpy as np
 from deghost.manifest import Artifact, Manifest
 from deghost.stages import example_feeds, stage_table
 
-from . import BackendError, DeviceTensor, Feed, ManifestNames, check_feeds, check_graph_names, host_feed
+from . import (
+    OPENVINO_PRECISIONS,
+    BackendError,
+    DeviceTensor,
+    Feed,
+    ManifestNames,
+    check_feeds,
+    check_graph_names,
+    host_feed,
+)
+from .compiled_cache import CacheKey, CompiledCache, cpu_identity
 
 log = logging.getLogger("deghost.runtime")
 
 INSTALL_HINT = 'pip install "deghost[openvino]"'  # a core dependency on x86; the extra elsewhere
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours → OpenVINO's INFERENCE_PRECISION_HINT
 RECORD = "openvino_bf16"  # key of the bf16 accuracy record in an FP32 graph's `validation`
 
 # Bound on max|bf16 − f32| / max|f32| per float output (both on OpenVINO), or on the fraction of
@@ -71,9 +81,18 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def supports_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 is emulated, slower."""
-    return unavailable_reason() is None and "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+def compile_config(precision: str, threads: int | None = None) -> dict:
+    """The CPU plugin's properties for a stage at `precision` ("fp32"/"bf16"), latency-tuned."""
+    if precision not in OPENVINO_PRECISIONS:
+        raise BackendError(f"unknown OpenVINO precision {precision!r}; choose {' or '.join(OPENVINO_PRECISIONS)}")
+    return {
+        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],  # always explicit: the CPU default may be bf16
+        "PERFORMANCE_HINT": "LATENCY",  # all threads on one request
+        "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        # OpenVINO pins its threads to the first cores; processes sharing a machine (Ray actors, one
+        # thread each) would then all run on core 0. Pin only when one process takes every core.
+        "ENABLE_CPU_PINNING": not threads or threads >= (os.cpu_count() or 1),
+    }
 
 
 def compile_graph(path, precision: str, threads: int | None = None, shapes: dict[str, list[int]] | None = None,
@@ -82,23 +101,27 @@ def compile_graph(path, precision: str, threads: int | None = None, shapes: dict
     ("fp32"/"bf16"), latency-tuned; with `shapes` (input name → shape) for those static shapes only.
 
     Reading the ONNX file directly: IR (.xml/.bin) written at build time would load faster, but the
-    build would then write a second copy of every graph (1.9 GB at ffhq1024) for a one-off saving.
+    build would then write a second copy of every graph (1.9 GB at ffhq1024); the compiled-model cache
+    (`OpenVinoBackend`) skips reading the graph altogether once a stage has been compiled on this machine.
     """
-    if precision not in PRECISIONS:
-        raise BackendError(f"unknown OpenVINO precision {precision!r}; choose {' or '.join(PRECISIONS)}")
-    config = {
-        "INFERENCE_PRECISION_HINT": PRECISIONS[precision],  # always explicit: the CPU default may be bf16
-        "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
-        "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
-        # OpenVINO pins its threads to the first cores; processes sharing a machine (Ray actors, one
-        # thread each) would then all run on core 0. Pin only when one process takes every core.
-        "ENABLE_CPU_PINNING": not threads or threads >= (os.cpu_count() or 1),
-    }
+    config = compile_config(precision, threads)
     core = _core()
     model = model if model is not None else core.read_model(str(path))
     if shapes is not None:
         model.reshape(shapes)
     return core.compile_model(model, "CPU", config)
+
+
+def exported(compiled) -> memoryview | bytes:
+    """The bytes of a compiled stage (`export_model` gives a BytesIO in OpenVINO 2025+, bytes before)."""
+    blob = compiled.export_model()
+    return blob.getbuffer() if hasattr(blob, "getbuffer") else blob
+
+
+def import_compiled(payload: memoryview, precision: str, threads: int | None = None):
+    """A compiled stage from the bytes `CompiledModel.export_model` wrote (a compiled-model cache entry)."""
+    tensor = _openvino().Tensor(np.frombuffer(payload, np.uint8), shared_memory=True)
+    return _core().import_model(tensor, "CPU", compile_config(precision, threads))
 
 
 def relative_errors(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, float]:
@@ -124,7 +147,7 @@ def bf16_accuracy(path, stage: str, preset: str, threads: int | None = None) -> 
     spec = stage_table(preset)[stage]
     feeds = example_feeds(spec, BF16_CHECK_BATCH, BF16_CHECK_SEED)
     outputs = {}
-    for precision in PRECISIONS:
+    for precision in OPENVINO_PRECISIONS:
         request = compile_graph(path, precision, threads).create_infer_request()
         result = request.infer(feeds)
         outputs[precision] = {port.get_any_name(): np.array(value) for port, value in result.items()}
@@ -164,67 +187,120 @@ class OpenVinoBackend(ManifestNames):
     1.16 instead of 1.62 s in f32, 0.36 instead of 0.51 s in bf16). When a later run brings other
     shapes (another batch size), the stage switches to the dynamic graph for good: one compiled graph
     per stage in memory (1.5 GB for EOGI's at ffhq1024), never a recompile per batch size.
+
+    With a `cache` (compiled_cache.CompiledCache) a stage compiled once on this machine is imported from
+    it instead of read and compiled; `cache_use` says how the current compiled graph came ("cache hit",
+    "compiled", "compiled (cache off)"). Threads may share the backend: each concurrent run takes an infer
+    request of its own from a pool over the one compiled graph (the weights are not copied; each request
+    holds its own activations), so the pool grows to the number of threads that run at once.
     """
 
     kind = "openvino"
     device = "cpu"
     max_batch = None  # the graphs have a dynamic batch axis
+    concurrent = True  # one infer request per concurrent run
 
-    def __init__(self, manifest: Manifest, artifact: Artifact, precision: str = "fp32", threads: int | None = None):
+    def __init__(self, manifest: Manifest, artifact: Artifact, precision: str = "fp32", threads: int | None = None,
+                 cache: CompiledCache | None = None):
         reason = unavailable_reason()
         if reason is not None:
             raise BackendError(f"{artifact.stage}: {reason}")
-        if precision not in PRECISIONS:
-            raise BackendError(f"unknown OpenVINO precision {precision!r}; choose {' or '.join(PRECISIONS)}")
-        self.path = manifest.verify(artifact)
+        compile_config(precision, threads)  # refuses an unknown precision before any work
+        self.path = manifest.verify(artifact) if cache is None else cache.verified(manifest, artifact)
         self.stage, self.artifact, self.precision, self.why = artifact.stage, artifact, precision, ""
-        self.threads, self.runs_in = threads, precision
+        self.threads, self.runs_in, self.cache = threads, precision, cache
         if precision == "bf16":
             record = bf16_record(manifest, artifact)
             if not record["within"]:
                 self.runs_in = "fp32"
                 self.why = f"bf16 error {record['worst']:.2g} > bound {record['bound']:.2g}: runs f32"
-        try:
-            self._model = _core().read_model(str(self.path))  # kept until the first run compiles it
-        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            raise self._compile_error(error) from error
-        check_graph_names(self.stage, [port.get_any_name() for port in self._model.inputs],
-                          [port.get_any_name() for port in self._model.outputs], self.input_names, self.output_names)
-        self.compiled = self.request = self.static_shapes = None  # static_shapes: None after the switch, too
-        self._lock = threading.Lock()
+        self.compiled = self.static_shapes = self.cache_use = None  # static_shapes: None after the switch, too
+        self._payload = None  # the cache entry `compiled` was imported from
+        self._idle: list = []  # infer requests of `compiled` not running now
+        self._lock = threading.Lock()  # guards compiling, `compiled` and the pool
 
     def _compile_error(self, error: Exception) -> BackendError:
         return BackendError(f"{self.stage}: OpenVINO could not compile {self.path} ({error}); re-export the stage "
                             "or run with --backend onnxruntime")
 
-    def _request_for(self, shapes: dict[str, list[int]]):
-        """The infer request that runs these input shapes, compiling on the first run and on the switch."""
+    def cache_key(self, shapes: dict[str, list[int]] | None) -> CacheKey:
+        """The compiled-model cache entry of this stage at `shapes` (None: the dynamic graph)."""
+        return CacheKey(self.artifact.sha256, self.runs_in, json.dumps(shapes, sort_keys=True),
+                        compile_config(self.runs_in, self.threads)["INFERENCE_NUM_THREADS"],
+                        f"openvino {_openvino().__version__}", cpu_identity())
+
+    def _compile(self, shapes: dict[str, list[int]] | None):
+        """The compiled graph for `shapes`, imported from the cache where it holds it; names checked."""
+        def build():
+            return compile_graph(self.path, self.runs_in, self.threads, shapes)
+
+        try:
+            if self.cache is None:
+                compiled, self.cache_use = build(), "compiled (cache off)"
+            else:
+                compiled, self.cache_use = self.cache.load_or_build(
+                    self.cache_key(shapes), build, exported,
+                    self._import)
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise self._compile_error(error) from error
+        check_graph_names(self.stage, [port.get_any_name() for port in compiled.inputs],
+                          [port.get_any_name() for port in compiled.outputs], self.input_names, self.output_names)
+        return compiled
+
+    def _import(self, payload: memoryview):
+        """The compiled graph from a cache entry's mapped payload, which is kept while the graph is: OpenVINO
+        uses the weights in place (the entry's pages, read from the file as they are touched)."""
+        compiled = import_compiled(payload, self.runs_in, self.threads)
+        self._payload = payload
+        return compiled
+
+    def _acquire(self, shapes: dict[str, list[int]]):
+        """(an idle infer request for these input shapes, its compiled graph, the cache entry that graph uses
+        in place or None), compiling on the first run and on the switch to the dynamic graph."""
         with self._lock:
-            if self.request is not None and (self.static_shapes is None or self.static_shapes == shapes):
-                return self.request
-            first, before = self.request is None, self.static_shapes
-            self.compiled = self.request = None  # the static graph's memory goes before the dynamic one's comes
-            try:
-                self.compiled = compile_graph(self.path, self.runs_in, self.threads, shapes if first else None,
-                                              self._model if first else None)
-            except Exception as error:
-                raise self._compile_error(error) from error
-            self._model = None
-            self.static_shapes = shapes if first else None
-            if not first:
-                log.info("%s: OpenVINO input shapes changed (%s → %s): the dynamic-batch graph runs from now on",
-                         self.stage, before, shapes)
-            self.request = self.compiled.create_infer_request()
-            return self.request
+            if self.compiled is None or self.static_shapes is not None and self.static_shapes != shapes:
+                first, before = self.compiled is None, self.static_shapes
+                # the static graph's memory goes before the dynamic one's comes
+                self.compiled, self._idle, self._payload = None, [], None
+                self.compiled = self._compile(shapes if first else None)
+                self.static_shapes = shapes if first else None
+                if not first:
+                    log.info("%s: OpenVINO input shapes changed (%s → %s): the dynamic-batch graph runs from now on",
+                             self.stage, before, shapes)
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+            return request, self.compiled, self._payload
+
+    def _release(self, request, compiled) -> None:
+        with self._lock:
+            if compiled is self.compiled:  # a request of a replaced graph goes with it
+                self._idle.append(request)
+
+    def compile_for(self, shapes: dict[str, list[int]]) -> None:
+        """Compile (or import from the cache) the graph for these input shapes now, without running it: once
+        compiled, the first inference costs what later ones do (measured), so a warm-up run would only
+        spend a whole inference."""
+        self._release(*self._acquire(shapes)[:2])
+
+    @property
+    def requests(self) -> int:
+        """Infer requests in the pool at rest: the most runs that were in flight at once."""
+        with self._lock:
+            return len(self._idle)
 
     def run(self, feeds: dict[str, Feed], keep: Collection[str] = ()) -> dict[str, np.ndarray | DeviceTensor]:
         check_feeds(self.artifact, feeds)
         arrays = {info.name: host_feed(feeds[info.name], info) for info in self.artifact.inputs}
-        request = self._request_for({name: list(array.shape) for name, array in arrays.items()})
-        # share_outputs=False: the request reuses its output buffers on the next run, so results are copied.
-        result = request.infer(arrays, share_inputs=True, share_outputs=False)
+        # `payload` keeps the weights a request of a replaced graph may still be running on
+        request, compiled, payload = self._acquire({name: list(array.shape) for name, array in arrays.items()})
+        try:
+            # share_outputs=False: the request reuses its output buffers on the next run, so results are copied.
+            result = request.infer(arrays, share_inputs=True, share_outputs=False)
+        finally:
+            self._release(request, compiled)
         by_name = {port.get_any_name(): value for port, value in result.items()}
+        del request, payload
         return {name: by_name[name] for name in self.output_names}
 
     def close(self) -> None:
-        self.request = self.compiled = self._model = None
+        with self._lock:
+            self.compiled, self._idle, self._payload = None, [], None

@@ -86,6 +86,7 @@ class TensorRTBackend(ManifestNames):
 
     kind = "tensorrt"
     device = "cuda"
+    concurrent = False  # one execution context and its buffers: the Pipeline serialises runs
 
     def __init__(self, manifest: Manifest, artifact: Artifact):
         shared = _shared()
@@ -93,7 +94,7 @@ class TensorRTBackend(ManifestNames):
         if mismatch:
             raise BackendError(mismatch)
         path = manifest.verify(artifact)
-        self.stage, self.artifact = artifact.stage, artifact
+        self.stage, self.artifact, self.runs_in, self.why = artifact.stage, artifact, artifact.precision, ""
         rebuild = f"rebuild it: {build_command(manifest.folder, [self.stage])}"
         try:
             self.runner = TensorRTRunner(path.read_bytes(), self.stage)

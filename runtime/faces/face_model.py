@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DETECTOR_FILE = MODEL_DIR / "face_detector.onnx"  # [1,128,128,3] in [-1,1] → regressors [1,896,16], scores
@@ -29,6 +28,8 @@ class FaceModel:
                 "(pip install --force-reinstall deghost). In a source checkout: restore it "
                 f"(git checkout -- {CHECKOUT_DIR}/) or regenerate the models with {CONVERTER} (its docstring says how)."
             )
+        import onnxruntime as ort  # here: a run without photos (aligned crops on OpenVINO) never loads it
+
         options = ort.SessionOptions()
         # One thread whatever the editing stages use: these graphs run 1-2 ms, too short for a thread pool
         # to pay; measured with 2 threads on a busy 2-core CPU, the landmarks of a face took 2x longer.
