@@ -94,3 +94,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda file: file.write(data))
+
+
+def npy_bytes(array) -> bytes:
+    """`array` as the bytes of a .npy file (no pickle), for atomic_write_bytes."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
