@@ -125,3 +125,14 @@ def test_the_official_folder_brings_the_eogi_extras_it_holds(tmp_path):
     records = write_directions(tmp_path / "engines", checkpoints=official)
     assert records["eyeglasses"]["class_index"] == 7 and "narrow_eyes" not in records
     assert json.dumps(records)  # the manifest stores them as they are
+
+
+def test_build_takes_directions_from_the_command_line():
+    import argparse
+
+    from deghost.export.build import add_build_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_build_arguments(parser)
+    options = options_from_args(parser.parse_args(["--random-init", "0", "--directions", "learned/"]))
+    assert options.directions == Path("learned")

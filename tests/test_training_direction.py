@@ -108,7 +108,7 @@ def test_a_killed_run_resumes_from_its_scored_chunks(tmp_path):
     sampler, scorer, store, _ = parts(tmp_path)
     with pytest.raises(KeyboardInterrupt):  # killed while scoring the second chunk's first half
         collect(store, sampler, Counting(scorer, die_at=3), 3 * CHUNK, CHUNK // 2, progress=False)
-    assert store.has(0) and not store.has(1)
+    assert (store.scored(0), store.scored(1)) == (CHUNK, 0)
     resumed = Counting(scorer)
     latents, scores = collect(store, sampler, resumed, 3 * CHUNK, CHUNK, progress=False)
     assert resumed.calls == [CHUNK, CHUNK]  # chunk 0 was not rendered again
@@ -116,6 +116,13 @@ def test_a_killed_run_resumes_from_its_scored_chunks(tmp_path):
                                           CHUNK, progress=False)
     np.testing.assert_array_equal(latents, fresh_latents)  # a sample's latent does not depend on the batch size
     np.testing.assert_allclose(scores, fresh_scores, rtol=1e-5, atol=1e-5)
+    # A run that needs fewer samples than a chunk scores only those; a later, larger run completes the chunk.
+    small = SampleStore(tmp_path / "small", store.settings)
+    collect(small, sampler, scorer, 5, 2, progress=False)
+    assert small.scored(0) == 5
+    grown = Counting(scorer)
+    np.testing.assert_array_equal(collect(small, sampler, grown, CHUNK, CHUNK, progress=False)[0], latents[:CHUNK])
+    assert grown.calls == [CHUNK]
 
 
 def test_samples_made_with_other_settings_are_refused_with_the_fix(tmp_path):

@@ -1,7 +1,8 @@
 """Seeded latent draws, rendered and scored in batches, kept on disk chunk by chunk: a killed run resumes.
 
-Chunk k holds samples k·CHUNK … (k+1)·CHUNK − 1, drawn from the stream seeded by (seed, k), so a sample's latent
-depends only on the settings and its index, never on the batch size or on where an earlier run stopped. The
+Chunk k holds samples k·CHUNK … (k+1)·CHUNK − 1 (its first ones only, where a run needed fewer), drawn from the
+stream seeded by (seed, k), so a sample's latent depends only on the settings and its index, never on the batch
+size or on where an earlier run stopped. The
 folder's settings.json records what the scores depend on; a folder made with other settings is refused.
 """
 
@@ -93,8 +94,13 @@ class SampleStore:
     def _path(self, chunk: int) -> Path:
         return self.folder / f"chunk_{chunk:06d}.npz"
 
-    def has(self, chunk: int) -> bool:
-        return self._path(chunk).is_file()
+    def scored(self, chunk: int) -> int:
+        """Samples chunk `chunk` holds (0: none yet; fewer than CHUNK when a run needed fewer)."""
+        path = self._path(chunk)
+        if not path.is_file():
+            return 0
+        with np.load(path) as data:
+            return len(data["scores"])
 
     def write(self, chunk: int, latents: np.ndarray, scores: np.ndarray) -> None:
         buffer = io.BytesIO()
@@ -120,14 +126,15 @@ def collect(store: SampleStore, sampler: LatentSampler, scorer, count: int, batc
     if count < 1 or batch_size < 1:
         raise ValueError(f"samples and batch size must be at least 1; got {count} and {batch_size}")
     chunks = math.ceil(count / CHUNK)
-    todo = [k for k in range(chunks) if not store.has(k)]
-    bar = tqdm(total=chunks * CHUNK, initial=(chunks - len(todo)) * CHUNK, unit="sample", disable=not progress,
+    needed = {k: min(CHUNK, count - k * CHUNK) for k in range(chunks)}
+    todo = [k for k in range(chunks) if store.scored(k) < needed[k]]
+    bar = tqdm(total=count, initial=count - sum(needed[k] for k in todo), unit="sample", disable=not progress,
                desc=f"render + score ({scorer.kind})")
     with bar:
         for chunk in todo:
-            latents = sampler.draw(chunk)
+            latents = sampler.draw(chunk)[: needed[chunk]]  # a chunk's latents do not depend on how many are used
             scores = []
-            for start in range(0, CHUNK, batch_size):
+            for start in range(0, len(latents), batch_size):
                 part = latents[start:start + batch_size]
                 scores.append(np.asarray(scorer(sampler.wplus(part)), np.float32))
                 bar.update(len(part))
