@@ -38,6 +38,10 @@ class Context:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
 
 def launch_rank() -> int:
     """This process's rank as torchrun set it (0 without torchrun): known before the process group is joined."""
@@ -47,10 +51,6 @@ def launch_rank() -> int:
 def is_main_process() -> bool:
     """Rank 0, the one process that writes files and reports (the same rule as `Context.is_main`)."""
     return launch_rank() == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def setup() -> Context:
