@@ -81,8 +81,8 @@ def test_the_entanglement_table_has_a_row_per_class_and_a_column_per_direction(l
     assert "untrained" in lines[0]
     assert lines[2] == "| class | eyeglasses (all) | eyeglasses keeping age |"
     rows = lines[4:]
-    assert len(rows) == CLASSES and rows[TARGET].startswith("| **eyeglasses** (edited)")
-    assert rows[KEPT].startswith("| age |") and rows[0].startswith("| class 0 |")
+    assert len(rows) == CLASSES and rows[TARGET].startswith("| **eyeglasses (7)** (edited)")
+    assert rows[KEPT].startswith("| age (16) |") and rows[0].startswith("| class 0 |")
     changes = conditional.info["entanglement"]["directions"]
     assert abs(changes["eyeglasses keeping age"]["mean"][KEPT]) < abs(changes["eyeglasses (all)"]["mean"][KEPT])
 

@@ -48,6 +48,7 @@ def table(changes: dict[str, ScoreChange], class_names: list[str], target: int |
     lines = [head + (f" ({UNTRAINED_NOTE})" if untrained else ""), "",
              "| class | " + " | ".join(changes) + " |", "|---|" + "---|" * len(changes)]
     for index, name in enumerate(class_names):
+        name = name if name.startswith("class ") else f"{name} ({index})"
         label = f"**{name}** (edited)" if index == target else name
         cells = [f"{c.mean[index]:+.3f} ± {c.std[index]:.3f}" for c in changes.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
