@@ -170,3 +170,19 @@ def test_direction_array_keeps_a_w_plus_normal_per_layer_and_zero_rows_a_small_g
     array = direction_array(normal, 14)
     assert array.shape == (18, 512) and not array[14:].any()
     np.testing.assert_allclose(array[:14].ravel(), normal, atol=1e-12)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--attribute", "freckles"], "unknown attribute 'freckles': give one of smile (Smiling)"),
+    (["--attribute", "age", "--keep", "Old"], "--keep names age itself"),
+    ([], "give --attribute NAME to learn a direction, or --measure NPY"),
+])
+def test_the_command_names_a_wrong_attribute_in_one_line_before_loading_anything(arguments, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).with_name("deghost")), "train", "direction", "--random-init", "0", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -21,16 +21,18 @@ def run_direction_command(args: argparse.Namespace) -> int:
     if args.checkpoints is None and args.random_init is None and not (args.stylegan2 and args.diffcam):
         raise ValueError("say where the weights come from: --checkpoints DIR (official or your own trained files), "
                          "--stylegan2 FILE with --diffcam FILE, or --random-init SEED (untrained)")
+    if args.attribute is not None:  # names checked before minutes of loading weights
+        target = resolve_target(args.attribute, args.class_index)
+        keep = tuple(resolve_target(name) for name in args.keep)
+        if target.class_index in {k.class_index for k in keep}:
+            raise ValueError(f"--keep names {target.label} itself: a direction cannot keep its own attribute "
+                             "unchanged")
     sources = Sources(args.checkpoints, args.random_init, args.stylegan2, args.diffcam, args.preset, args.engines,
                       args.backend, args.device, None if args.precision == "auto" else args.precision, args.threads)
     parts = open_parts(sources, args.space, args.truncation, args.seed, args.samples_dir or args.out / "samples")
     untrained = parts.weights.untrained
     if args.measure is not None:
         return _measure(args, parts, untrained)
-    target = resolve_target(args.attribute, args.class_index)
-    keep = tuple(resolve_target(name) for name in args.keep)
-    if target.class_index in {k.class_index for k in keep}:
-        raise ValueError(f"--keep names {target.label} itself: a direction cannot keep its own attribute unchanged")
     job = DirectionJob(target, keep, args.samples, args.ratio, alpha=args.alpha,
                        entanglement_samples=args.entanglement_samples, batch_size=args.batch_size)
     learned = learn_direction(job, parts.sampler, parts.scorer, parts.store, args.out, args.name or target.label,
