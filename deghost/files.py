@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 import uuid
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -96,12 +99,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda file: file.write(data))
 
 
-def npy_bytes(array) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     """`array` as the bytes of a .npy file (no pickle), for atomic_write_bytes."""
-    import io
-
-    import numpy as np
-
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
