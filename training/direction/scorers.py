@@ -61,6 +61,7 @@ class EngineScorer:
         self.pipeline = pipeline
         self.n_classes = pipeline.preset.n_classes
         self.reference = self._render(mean_wplus[None].astype(np.float32))
+        pipeline.backend("diffcam")  # opened now, so configuration errors come first and `kind` names both
         self.kind = " ".join(f"{stage}: {how}" for stage, how in pipeline.describe().items())
 
     def _render(self, wplus: np.ndarray) -> np.ndarray:
