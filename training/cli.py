@@ -203,8 +203,8 @@ def add_direction_command(commands: argparse._SubParsersAction) -> None:
                          help=f"network sizes (default: the engines' with --engines, else {DEFAULT_PRESET})")
     sampling = direction.add_argument_group("sampling")
     sampling.add_argument("--samples", type=int, default=10_000, metavar="N",
-                          help="latents rendered and scored (default: %(default)s; about 1 s each at 1024² on 2 CPU "
-                          "cores, see the README)")
+                          help="latents rendered and scored (default: %(default)s; one generator render and one "
+                          "classifier pass each: see the README for the cost)")
     sampling.add_argument("--space", choices=("w", "wplus"), default="w",
                           help="w: one code on every layer (InterFaceGAN's choice for StyleGAN); wplus: two codes "
                           "mixed at a random layer, the boundary fitted on all layers (default: %(default)s)")
@@ -226,7 +226,7 @@ def add_direction_command(commands: argparse._SubParsersAction) -> None:
     engines = direction.add_argument_group("rendering through the exported graphs (instead of PyTorch)")
     engines.add_argument("--engines", type=Path, metavar="DIR",
                          help="engines built from the same weights: their generator and diffcam stages render and "
-                         "score (OpenVINO --precision bf16 is the fastest CPU path, see the README)")
+                         "score (OpenVINO --precision bf16 runs the generator about 2x faster than f32 on a CPU)")
     add_backend_options(engines)
     direction.set_defaults(run=_direction)
 
