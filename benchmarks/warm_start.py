@@ -51,12 +51,27 @@ REPLICA = """
 import sys, time
 started = time.perf_counter()
 from deghost.runtime.images import read_image
-from deghost.runtime.serve_app import EditService
-from deghost.runtime.service import EditParams, edit_many
+try:  # this checkout's layout, else the one before the applications moved to deghost.apps (--before)
+    from deghost.apps.serve.app import EditService
+    from deghost.apps.serve.service import EditParams, edit_many
+except ImportError:
+    from deghost.runtime.serve_app import EditService
+    from deghost.runtime.service import EditParams, edit_many
 service = EditService(sys.argv[1], backend="openvino", precision=sys.argv[3], device="cpu")
 answer = edit_many(service.pipe, [read_image(sys.argv[2]).rgb], EditParams("smile", 20.0, "network"))[0]
 assert answer.ndim == 3, answer
 print(time.perf_counter() - started)
+"""
+
+
+# `deghost` as a fresh process, in this checkout's layout or in the one before the applications moved (--before).
+CLI_MAIN = """
+import sys
+try:
+    from deghost.apps.cli import main
+except ImportError:
+    from deghost.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -86,7 +101,7 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
 def edit_wall(engines: Path, precision: str, env: dict[str, str]) -> float:
     """Seconds of `deghost edit PHOTO` in a fresh process, start to exit."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-c", "import sys; from deghost.cli import main; sys.exit(main(sys.argv[1:]))",
+        command = [sys.executable, "-c", CLI_MAIN,
                    "edit", str(PHOTO), "--out", out, "--engines", str(engines),
                    "--backend", "openvino", "--device", "cpu", "--precision", precision, "--quiet"]
         return timed(command, env)[0]

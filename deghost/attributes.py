@@ -1,6 +1,10 @@
-"""The paper's four editable attributes and their Diff-CAM classes (torch-free).
+"""The attributes deghost edits and their Diff-CAM classes (torch-free); the one table of both.
 
-Class indices are those of the 17-way classifier of the public EOGI weights (docs/design.md §1).
+Class indices are those of the 17-way classifier of the public EOGI weights, as its inference script
+maps its direction files to classes (HaoruiSong622/Editing-Out-of-Domain, image_process.py,
+`direction2idx`): Bushy_Eyebrows 6, Eyeglasses 7, Mouth_Open 10, Narrow_Eyes 11, Beard 12, Smiling 15,
+Old 16. The names of the other ten classes are not published; a direction for one of them names its
+class by number (`deghost train direction --class-index N`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class Attribute:
         return f"{self.name}.npy", f"{self.celeba_name}.npy"
 
 
-ATTRIBUTES = {
+ATTRIBUTES = {  # the paper's four, in its order: the directions every build needs
     a.name: a
     for a in (
         Attribute("smile", "Smiling", 15),
@@ -29,4 +33,25 @@ ATTRIBUTES = {
         Attribute("bushy_eyebrows", "Bushy_Eyebrows", 6),
     )
 }
+# The EOGI release's other directions: optional in a build, learnable with `deghost train direction`.
+EXTRA_ATTRIBUTES = {
+    a.name: a
+    for a in (
+        Attribute("eyeglasses", "Eyeglasses", 7),
+        Attribute("mouth_open", "Mouth_Open", 10),
+        Attribute("narrow_eyes", "Narrow_Eyes", 11),
+    )
+}
+KNOWN_ATTRIBUTES = {**ATTRIBUTES, **EXTRA_ATTRIBUTES}  # every attribute whose classifier class is known
 
+
+def find_attribute(name: str) -> Attribute | None:
+    """The known attribute called `name` in deghost's spelling or CelebA's, any case ("age", "Old"); else None."""
+    key = name.strip().lower()
+    return next((a for a in KNOWN_ATTRIBUTES.values() if key in (a.name, a.celeba_name.lower())), None)
+
+
+def class_names(n_classes: int) -> list[str]:
+    """A label per classifier class: the known attribute's name, else "class N"."""
+    by_class = {a.class_index: a.name for a in KNOWN_ATTRIBUTES.values()}
+    return [by_class.get(index, f"class {index}") for index in range(n_classes)]

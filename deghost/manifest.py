@@ -82,11 +82,17 @@ class Artifact:
         return cls(**data)
 
 
+def untrained_label(seed: int) -> str:
+    """The provenance of seeded random weights (an artifact's or a direction's `source`)."""
+    return f"untrained: seed {seed}"
+
+
 @dataclass
 class Manifest:
     folder: Path
     artifacts: list[Artifact] = field(default_factory=list)
-    directions: dict = field(default_factory=dict)  # attribute → {"file", "sha256", "source"}
+    # attribute → {"file", "sha256", "source", "class_index"}: its Diff-CAM class, the mask it is blended with
+    directions: dict = field(default_factory=dict)
 
     @property
     def path(self) -> Path:

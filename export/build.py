@@ -38,6 +38,7 @@ class BuildOptions:
     checkpoints: Path | None = None
     random_init: int | None = None
     suppressor: Path | None = None  # a suppressor checkpoint other than <checkpoints>/maresunet.pt
+    directions: Path | None = None  # a folder of more direction files (e.g. `deghost train direction`'s)
     batch: tuple[int, int, int] = (1, 1, 4)  # TensorRT optimisation profile: min, opt, max
     onnx_only: bool = False
     require_tensorrt: bool = False
@@ -134,7 +135,7 @@ class Builder:
         if "generator" not in self.options.stages:
             return
         self.manifest.directions = sources.write_directions(
-            self.options.out, self.options.checkpoints, self.options.random_init)
+            self.options.out, self.options.checkpoints, self.options.random_init, self.options.directions, self.log)
         self.manifest.save()
 
     def onnx_fp32(self, stage: Stage) -> tuple[Artifact, dict | None]:
@@ -313,6 +314,10 @@ def add_build_arguments(parser: argparse.ArgumentParser, engines: bool = True) -
     weights.add_argument("--suppressor", type=Path, metavar="FILE",
                          help="MAResU-Net checkpoint for the suppressor stage (e.g. from deghost train), instead "
                          "of DIR/maresunet.pt or of random weights")
+    weights.add_argument("--directions", type=Path, metavar="DIR",
+                         help="more editing directions: every <name>.npy in DIR (with the <name>.json `deghost train "
+                         "direction` writes beside it, which names its Diff-CAM class), added to the manifest or "
+                         "replacing the attribute of that name")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                         help="network sizes: ffhq1024 = the paper's, tiny = fast (default: %(default)s)")
     parser.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES), metavar="STAGE",
@@ -363,6 +368,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(
         out=args.out, preset=args.preset, stages=tuple(dict.fromkeys(args.stages)), precision=args.precision,
         checkpoints=args.checkpoints, random_init=args.random_init, suppressor=args.suppressor, batch=args.batch,
+        directions=args.directions,
         onnx_only=args.onnx_only, require_tensorrt=args.require_tensorrt, workspace_gb=args.workspace_gb,
         fp16_builder_flag=args.fp16_builder_flag,
         warm=() if args.warm is None else tuple(args.warm or WARM_PRECISIONS),

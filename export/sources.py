@@ -9,7 +9,7 @@ or "sha256:<checkpoint file hash>". `write_directions` puts the editing directio
 from __future__ import annotations
 
 import functools
-import io
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deghost.attributes import ATTRIBUTES
-from deghost.files import atomic_write_bytes, sha256_of
-from deghost.manifest import DIRECTIONS_FOLDER
+from deghost.attributes import ATTRIBUTES, EXTRA_ATTRIBUTES, KNOWN_ATTRIBUTES, find_attribute
+from deghost.files import atomic_write_bytes, npy_bytes, sha256_of
+from deghost.manifest import DIRECTIONS_FOLDER, untrained_label
 from deghost.presets import Preset
 from deghost.stages import CHECKPOINT_FILES, STAGE_NAMES
 
@@ -39,10 +39,6 @@ class GraphSource:
     stage: str
     source: str  # "untrained: seed N" or "sha256:<checkpoint hash>"
     load: Callable[[], nn.Module]  # builds the stage graph (eval mode) when called
-
-
-def untrained_label(seed: int) -> str:
-    return f"untrained: seed {seed}"
 
 
 def _random_graph(stage: str, preset: Preset, seed: int) -> nn.Module:
@@ -139,11 +135,14 @@ def suppressor_source(path: str | Path, preset: Preset) -> GraphSource:
     return GraphSource("suppressor", f"sha256:{sha256_of(path)}", load)
 
 
-def write_directions(out: Path, checkpoints: str | Path | None = None, seed: int | None = None) -> dict:
+def write_directions(out: Path, checkpoints: str | Path | None = None, seed: int | None = None,
+                     extra: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Put one `<attr>.npy` per attribute into `out/directions/`; returns the manifest's `directions`.
 
-    From `checkpoints` the official files are copied; with `seed` they are seeded random (18,512)
-    float64 arrays, labelled untrained. Returns {attr: {"file", "sha256", "source"}}.
+    From `checkpoints` the official files are copied (the paper's four, required, and the EOGI release's
+    other ones where present); with `seed` they are seeded random (18,512) float64 arrays, labelled
+    untrained. `extra` is a folder of more direction files (e.g. `deghost train direction`'s), added or
+    replacing by name. Returns {attr: {"file", "sha256", "source", "class_index"}}.
     """
     folder = out / DIRECTIONS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,21 +151,70 @@ def write_directions(out: Path, checkpoints: str | Path | None = None, seed: int
         missing = [ATTRIBUTES[name].direction_files[0] for name, path in sources.items() if path is None]
         if missing:
             raise SourceError(missing_checkpoints_message(Path(checkpoints), missing))
+        for name, attribute in EXTRA_ATTRIBUTES.items():
+            sources[name] = _direction_file(Path(checkpoints), attribute)
     records = {}
     for index, name in enumerate(ATTRIBUTES):
         target = folder / f"{name}.npy"
-        if checkpoints is not None:
-            temp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(sources[name], temp)
-            temp.replace(target)
-            source = f"sha256:{sha256_of(sources[name])}"
-        else:
+        if checkpoints is None:
             # One stream per attribute, so adding an attribute leaves the others' directions unchanged.
             direction = np.random.default_rng([seed, index]).standard_normal(DIRECTION_SHAPE)
-            atomic_write_bytes(target, _npy_bytes(direction))
-            source = untrained_label(seed)
-        records[name] = {"file": f"{DIRECTIONS_FOLDER}/{target.name}", "sha256": sha256_of(target), "source": source}
+            atomic_write_bytes(target, npy_bytes(direction))
+            records[name] = _record(target, untrained_label(seed), ATTRIBUTES[name].class_index)
+    if checkpoints is not None:
+        for name, path in sources.items():
+            if path is not None:
+                records[name] = _copy_direction(path, folder / f"{name}.npy", KNOWN_ATTRIBUTES[name].class_index)
+    if extra is not None:
+        records.update(_extra_directions(Path(extra), folder, log))
     return records
+
+
+def _extra_directions(source: Path, folder: Path, log: Callable[[str], None]) -> dict:
+    """Every usable `.npy` of `source` (with its JSON, if any), named by the known attribute it spells or by its
+    stem; a file that is not a direction is skipped with a line saying why."""
+    from deghost.runtime.directions import DirectionError, direction_class, direction_info_path, load_direction
+
+    if not source.is_dir():
+        raise SourceError(f"--directions {source} is not a folder; give the folder that holds the <name>.npy files")
+    records = {}
+    for path in sorted(source.glob("*.npy")):
+        try:
+            load_direction(path)
+            class_index = direction_class(path)
+        except DirectionError as error:
+            log(f"directions: skipped {path.name}: {error}")
+            continue
+        attribute = find_attribute(path.stem)
+        name = attribute.name if attribute else path.stem
+        info = direction_info_path(path)
+        untrained = info.is_file() and json.loads(info.read_text()).get("untrained", False)
+        record = _copy_direction(path, folder / f"{name}.npy", class_index, untrained)
+        if info.is_file():
+            _copy(info, direction_info_path(folder / f"{name}.npy"))
+        if class_index is None:
+            log(f"directions: {path.name} names no Diff-CAM class (no {info.name}, not a known attribute): its mask "
+                "will follow the class whose logit the edit changes most")
+        records[name] = record
+    return records
+
+
+def _copy_direction(path: Path, target: Path, class_index: int | None, untrained: bool = False) -> dict:
+    _copy(path, target)
+    source = f"sha256:{sha256_of(path)}"
+    return _record(target, f"untrained: learned from untrained weights, {source}" if untrained else source,
+                   class_index)
+
+
+def _copy(path: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(path, temp)
+    temp.replace(target)
+
+
+def _record(target: Path, source: str, class_index: int | None) -> dict:
+    record = {"file": f"{DIRECTIONS_FOLDER}/{target.name}", "sha256": sha256_of(target), "source": source}
+    return record if class_index is None else {**record, "class_index": class_index}
 
 
 def _direction_file(folder: Path, attribute) -> Path | None:
@@ -174,7 +222,3 @@ def _direction_file(folder: Path, attribute) -> Path | None:
     return next((folder / name for name in attribute.direction_files if (folder / name).is_file()), None)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()

@@ -6,11 +6,12 @@ generator. The edit is w + α·n̂ with n̂ = n / ‖n‖_F over the whole array
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from deghost.attributes import ATTRIBUTES
+from deghost.attributes import ATTRIBUTES, find_attribute
 
 PAPER_ATTRIBUTES = tuple(ATTRIBUTES)  # the paper's four, in its order
 DEFAULT_ALPHA = 20.0  # the paper's edit strength; every default α in deghost is this one
@@ -18,6 +19,27 @@ DEFAULT_ALPHA = 20.0  # the paper's edit strength; every default α in deghost i
 
 class DirectionError(ValueError):
     """A direction file that cannot be used."""
+
+
+def direction_info_path(direction: str | Path) -> Path:
+    """The JSON `deghost train direction` writes beside `<name>.npy`: `<name>.json`."""
+    return Path(direction).with_suffix(".json")
+
+
+def direction_class(path: str | Path) -> int | None:
+    """The Diff-CAM class a direction file edits: its JSON's `class_index`, else the known attribute its
+    name spells ("Eyeglasses.npy" → 7), else None (the pipeline then takes the largest logit change)."""
+    info = direction_info_path(path)
+    if info.is_file():
+        try:
+            index = json.loads(info.read_text()).get("class_index")
+        except (OSError, ValueError, AttributeError) as error:
+            raise DirectionError(f"{info} beside the direction is not readable JSON ({error}); fix or remove it"
+                                 ) from None
+        if isinstance(index, int):
+            return index
+    attribute = find_attribute(Path(path).stem)
+    return None if attribute is None else attribute.class_index
 
 
 def load_direction(path: str | Path, n_latent: int = 18, style_dim: int = 512) -> np.ndarray:

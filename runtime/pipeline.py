@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deghost.attributes import ATTRIBUTES
+from deghost.attributes import find_attribute
 from deghost.files import sha256_of
 from deghost.manifest import Manifest, ManifestError, build_command
 from deghost.presets import get_preset
@@ -44,7 +44,7 @@ from deghost.stages import stage_table
 from .backends import Backend, BackendError, DeviceTensor, choice_table, computes_in, open_backend
 from .backends.compiled_cache import open_cache
 from .blend import face_mask, mix, poisson_blend
-from .directions import DEFAULT_ALPHA, apply_direction, load_direction
+from .directions import DEFAULT_ALPHA, apply_direction, direction_class, load_direction
 from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces
 from .images import ImageError, from_model_output, to_model_input
 
@@ -339,9 +339,11 @@ class Pipeline:
                 path = self.manifest.folder / entry["file"]
                 if "sha256" in entry and path.is_file() and sha256_of(path) != entry["sha256"]:
                     raise ManifestError(f"direction {path} does not match its sha256 in {self.manifest.path}")
-                known = ATTRIBUTES[name].class_index if name in ATTRIBUTES else entry.get("class_index")
+                attribute = find_attribute(name)
+                known = entry.get("class_index", attribute.class_index if attribute else None)
             elif name.endswith(".npy") or Path(name).is_file():
-                path, known = Path(name), None
+                path = Path(name)
+                known = direction_class(path) if path.is_file() else None
             else:
                 raise ValueError(
                     f"unknown attribute {name!r}; available: {', '.join(self.attributes) or '(none in the manifest)'}"

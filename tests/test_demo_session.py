@@ -3,8 +3,6 @@ on the tiny untrained engines through the real pipeline."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from deghost.manifest import DIRECTIONS_FOLDER
 from deghost.runtime.backends import BackendError
 from deghost.runtime.images import ImageError, read_image
 from deghost.runtime.pipeline import Pipeline
-from tests.helpers.tiny_engines import tiny_engines
+from tests.helpers.tiny_engines import engines_copy, tiny_engines
 
 IMAGES = Path(__file__).parent / "data" / "images"
 ASTRONAUT = IMAGES / "astronaut.png"
@@ -122,26 +120,11 @@ def test_the_sample_photos_ship_with_the_package_and_each_name_is_offered_once()
 
 # -- the attributes: the manifest's, and direction files of the engines folder it does not list ------------
 
-def _engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
-    """`engines` in `folder`: its manifest (without directions unless `directions`) and directions/ copied,
-    its graphs linked."""
-    manifest = json.loads((engines / "manifest.json").read_text())
-    if directions:
-        shutil.copytree(engines / DIRECTIONS_FOLDER, folder / DIRECTIONS_FOLDER)
-    else:
-        manifest["directions"] = {}
-    folder.mkdir(exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    for artifact in manifest["artifacts"]:
-        (folder / artifact["file"]).symlink_to(engines / artifact["file"])
-    return folder
-
-
 @pytest.fixture(scope="module")
 def extra_session(request, module_tmp_path):
     """The tiny engines plus directions/glasses.npy (usable, not in the manifest) and directions/broken.npy
     (the wrong shape), edited as aligned crops."""
-    folder = _engines_copy(tiny_engines(request), module_tmp_path / "engines")
+    folder = engines_copy(tiny_engines(request), module_tmp_path / "engines")
     pipe = Pipeline.load(folder, backend="onnxruntime", device="cpu")
     shape = (pipe.preset.n_latent, pipe.preset.style_dim)
     np.save(folder / DIRECTIONS_FOLDER / "glasses.npy", np.random.default_rng(3).standard_normal(shape))
@@ -172,7 +155,7 @@ def test_without_any_direction_the_command_exits_2_saying_how_to_build_them(requ
     pytest.importorskip("gradio", reason="the demo extra is not installed: pip install '.[demo]'")
     from deghost.apps.cli import main
 
-    folder = _engines_copy(tiny_engines(request), tmp_path / "engines", directions=False)
+    folder = engines_copy(tiny_engines(request), tmp_path / "engines", directions=False)
     assert main(["demo", "--engines", str(folder)]) == 2
     error = capsys.readouterr().err
     assert "lists no editing direction" in error and str(folder / "manifest.json") in error

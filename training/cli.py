@@ -1,20 +1,25 @@
-"""`deghost train synthesize | suppressor | diffcam | stylegan2`. Importing this module loads no torch.
+"""`deghost train synthesize | suppressor | psp | chain | diffcam | stylegan2 | direction`. Importing this module
+loads no torch.
 
     deghost train synthesize --sources faces/ --out pairs/ --source synthetic --size 256
     deghost train suppressor --data pairs/ --out runs/s1 --vgg vgg16-397923af.pth
     torchrun --nproc-per-node 4 -m deghost.apps.cli train suppressor --data pairs/ --out runs/s1 --batch-size 1
+    deghost train psp --data faces/ --stylegan2 stylegan2-ffhq-config-f.pt --out runs/psp --arcface model_ir_se50.pth
+    deghost train chain --images faces/ --out chain/ --preset tiny --steps 2
     deghost train stylegan2 --data faces/ --out runs/g --size 256
     deghost train diffcam --data faces/ --psp psp_ffhq_encode.pt --directions d/*.npy --out runs/cam
+    deghost train direction --attribute age --keep eyeglasses --samples 10000 --checkpoints ckpt/ --out d/
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from deghost.attributes import KNOWN_ATTRIBUTES
 from deghost.presets import DEFAULT_PRESET, PRESETS
 from deghost.runtime.directions import DEFAULT_ALPHA, PAPER_ATTRIBUTES
 
@@ -24,12 +29,15 @@ from .psp_config import PSPConfig
 
 def add_train_command(subparsers: argparse._SubParsersAction, add_backend_options: Callable[..., None]
                       ) -> argparse.ArgumentParser:
-    """Register `train` and its three subcommands on a `deghost` subparsers object; `add_backend_options`
+    """Register `train` and its seven subcommands on a `deghost` subparsers object; `add_backend_options`
     declares `--backend`, `--device`, `--precision`, `--threads` as `deghost edit` does (deghost.apps.options)."""
     train = subparsers.add_parser(
-        "train", help="make training pairs, train the suppressor or the Diff-CAM classifier",
-        description="Training (docs/design.md §1): `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` "
-        "trains MAResU-Net on them, `diffcam` trains the editing-region classifier.",
+        "train", help="make training pairs; train the suppressor, pSp, StyleGAN2, the Diff-CAM classifier or an "
+        "editing direction; run the whole chain",
+        description="Training: `synthesize` writes (I, F_fused, F_train) pairs once, `suppressor` trains MAResU-Net "
+        "on them, `psp` the pSp encoder, `stylegan2` the generator, `diffcam` the editing-region classifier, "
+        "`direction` learns an editing direction for a classifier attribute (InterFaceGAN), and `chain` runs the "
+        "whole chain from face images to engines.",
     )
     commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
 
@@ -124,7 +132,7 @@ def add_train_command(subparsers: argparse._SubParsersAction, add_backend_option
     diffcam.add_argument("--classes", nargs="+", type=int, metavar="INDEX",
                          help="classifier class of each direction, e.g. 15 16 12 6 to keep EOGI's numbering")
     diffcam.add_argument("--init", metavar="FILE", help="start from these classifier weights (e.g. diff_cam_weight.pt)")
-    diffcam.add_argument("--n-classes", type=int, help="classes of --init's classifier (default: 17)")
+    diffcam.add_argument("--n-classes", type=int, help="classes of --init's classifier (default: the preset's, 17)")
     add_config_options(diffcam, DiffCamConfig)
     diffcam.set_defaults(run=_diffcam)
 
@@ -142,7 +150,87 @@ def add_train_command(subparsers: argparse._SubParsersAction, add_backend_option
     )
     add_config_options(stylegan2, StyleGAN2Config)
     stylegan2.set_defaults(run=_stylegan2)
+    add_direction_command(commands, add_backend_options)
     return train
+
+
+def add_direction_command(commands: argparse._SubParsersAction, add_backend_options: Callable[..., None]) -> None:
+    known = ", ".join(f"{a.name} ({a.celeba_name}, class {a.class_index})" for a in KNOWN_ATTRIBUTES.values())
+    direction = commands.add_parser(
+        "direction", help="learn an editing direction for a classifier attribute (InterFaceGAN), or measure how "
+        "entangled directions are",
+        description=textwrap.fill(
+        "InterFaceGAN's recipe: N latents drawn through the mapping network (truncated), rendered, scored by the "
+        "Diff-CAM classifier at its input size (every class: logits of shared(x) − shared(x̄), x̄ the "
+        "mean latent's face); the most and least confident --ratio of them train a linear SVM in latent space, 70 "
+        "% of each side, the rest give its held-out accuracy; its unit normal is the direction. --keep projects "
+        "the normals of other attributes out (a conditional direction). Writes OUT/NAME.npy ((18, 512), ‖·‖_F = 1, "
+        "the official files' form) and OUT/NAME.json (attribute, class, samples, accuracy, kept attributes, seeds, "
+        "truncation, untrained flag, entanglement), and prints the entanglement table. The rendered samples stay "
+        "in --samples-dir: a killed run resumes, and another attribute learned from the same settings reuses "
+        f"them. Known attributes: {known}.", 100),
+        epilog="examples:\n"
+        "  deghost train direction --attribute eyeglasses --samples 10000 --checkpoints ckpt/ --out directions/\n"
+        "  deghost train direction --attribute age --keep eyeglasses,beard --name age_plain --checkpoints ckpt/\n"
+        "  deghost train direction --measure ckpt/smile.npy ckpt/age.npy --checkpoints ckpt/ --entanglement-samples "
+        "100\n"
+        "  deghost build --checkpoints ckpt/ --directions directions/     then: deghost edit --attribute eyeglasses",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = direction.add_argument_group("what to learn")
+    what.add_argument("--attribute", metavar="NAME",
+                      help="the attribute: deghost's or CelebA's name (age or Old), or a class number")
+    what.add_argument("--class-index", type=int, metavar="N", help="its classifier class, for an attribute not "
+                      "listed above")
+    what.add_argument("--keep", type=lambda text: [t for t in text.split(",") if t], default=[], metavar="A,B",
+                      help="attributes the direction must not change (names or class numbers, comma-separated)")
+    what.add_argument("--measure", nargs="+", type=Path, metavar="NPY",
+                      help="learn nothing: measure how these direction files change every class's score")
+    what.add_argument("--name", help="file stem of the direction (default: the attribute's name)")
+    what.add_argument("--out", type=Path, default=Path("directions"), metavar="DIR",
+                      help="where NAME.npy and NAME.json go (default: %(default)s)")
+    what.add_argument("--overwrite", action="store_true", help="replace an existing NAME.npy")
+    weights = direction.add_argument_group("weights (--checkpoints or --random-init)")
+    weights.add_argument("--checkpoints", type=Path, metavar="DIR",
+                         help="folder with psp_ffhq_encode.pt (its generator and mean latent) and diff_cam_weight.pt: "
+                         "the official files, or the ones `deghost train psp`, `diffcam` or `chain` wrote")
+    weights.add_argument("--stylegan2", type=Path, metavar="FILE",
+                         help="a rosinality StyleGAN2 checkpoint (e.g. from `deghost train stylegan2`) instead of "
+                         "pSp's generator")
+    weights.add_argument("--diffcam", type=Path, metavar="FILE", help="classifier weights instead of DIR's")
+    weights.add_argument("--random-init", type=int, metavar="SEED",
+                         help="seeded random weights, as `deghost build --random-init SEED`: UNTRAINED, for timing "
+                         "and plumbing; the outputs say so")
+    weights.add_argument("--preset", choices=sorted(PRESETS),
+                         help=f"network sizes (default: the engines' with --engines, else {DEFAULT_PRESET})")
+    sampling = direction.add_argument_group("sampling")
+    sampling.add_argument("--samples", type=int, default=10_000, metavar="N",
+                          help="latents rendered and scored (default: %(default)s; one generator render and one "
+                          "classifier pass each: see the README for the cost)")
+    sampling.add_argument("--space", choices=("w", "wplus"), default="w",
+                          help="w: one code on every layer (InterFaceGAN's choice for StyleGAN); wplus: two codes "
+                          "mixed at a random layer, the boundary fitted on all layers (default: %(default)s)")
+    sampling.add_argument("--truncation", type=float, default=0.7, metavar="PSI",
+                          help="w̄ + ψ·(w − w̄) (default: %(default)s, InterFaceGAN's StyleGAN setting)")
+    sampling.add_argument("--seed", type=int, default=0, help="seed of the latents and of the split "
+                          "(default: %(default)s)")
+    sampling.add_argument("--ratio", type=float, default=0.02,
+                          help="share of the samples kept as positives, and as negatives (default: %(default)s, "
+                          "InterFaceGAN's)")
+    sampling.add_argument("--batch-size", type=int, default=4, help="faces rendered at once (default: %(default)s)")
+    sampling.add_argument("--samples-dir", type=Path, metavar="DIR",
+                          help="where rendered scores are kept for resuming (default: OUT/samples)")
+    sampling.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                          help="edit strength of the entanglement measurement (default: %(default)s)")
+    sampling.add_argument("--entanglement-samples", type=int, default=16, metavar="M",
+                          help="samples the entanglement is averaged over (default: %(default)s)")
+    sampling.add_argument("--quiet", action="store_true", help="no progress bar")
+    engines = direction.add_argument_group("rendering through the exported graphs (instead of PyTorch)")
+    engines.add_argument("--engines", type=Path, metavar="DIR",
+                         help="engines built from the same weights: their generator and diffcam stages render and "
+                         "score (OpenVINO --precision bf16 runs the generator about 2x faster than f32 on a CPU)")
+    add_backend_options(engines)
+    direction.set_defaults(run=_direction)
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
@@ -174,12 +262,27 @@ def _errors():
     from deghost.training.checkpoints import CheckpointError
     from deghost.training.loop import TrainingDiverged
 
-    return ValueError, FileNotFoundError, ImageError, CheckpointError, TrainingDiverged, DiskFullError, BackendError
+    return (ValueError, FileNotFoundError, FileExistsError, ImageError, CheckpointError, TrainingDiverged,
+            DiskFullError, BackendError)
 
 
 def _fail(error: Exception) -> int:
     print(f"deghost train: error: {error}", file=sys.stderr)
     return 1
+
+
+def _run_recipe(train, *inputs, written: str = "last checkpoint") -> int:
+    """Every training recipe's ending: an input error in one line (exit 1), else the file it wrote, printed by
+    the main process only (under torchrun every process runs this)."""
+    from deghost.training.distributed import is_main_process
+
+    try:
+        result = train(*inputs)
+    except _errors() as error:
+        return _fail(error)
+    if is_main_process():
+        print(f"{written}: {result}")
+    return 0
 
 
 def _synthesize(args: argparse.Namespace) -> int:
@@ -230,13 +333,7 @@ def _synthesize_on_ray(args: argparse.Namespace) -> int:
 def _suppressor(args: argparse.Namespace) -> int:
     from deghost.training.suppressor import train_suppressor
 
-    try:
-        last = train_suppressor(config_from_args(args, SuppressorConfig))
-    except _errors() as error:
-        return _fail(error)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"last checkpoint: {last}")
-    return 0
+    return _run_recipe(train_suppressor, config_from_args(args, SuppressorConfig))
 
 
 def _chain(args: argparse.Namespace) -> int:
@@ -258,13 +355,7 @@ def _chain(args: argparse.Namespace) -> int:
 def _psp(args: argparse.Namespace) -> int:
     from deghost.training.train_psp import train_psp
 
-    try:
-        written = train_psp(config_from_args(args, PSPConfig))
-    except _errors() as error:
-        return _fail(error)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"pSp checkpoint: {written}")
-    return 0
+    return _run_recipe(train_psp, config_from_args(args, PSPConfig), written="pSp checkpoint")
 
 
 def _diffcam(args: argparse.Namespace) -> int:
@@ -275,29 +366,29 @@ def _diffcam(args: argparse.Namespace) -> int:
     from deghost.training import checkpoints
     from deghost.training.train_diffcam import PSPInversion, train_diffcam
 
-    try:
+    def train():
         preset = get_preset(args.preset)
         psp = checkpoints.load_psp(args.psp, args.preset)
         directions = torch.stack([
             torch.from_numpy(load_direction(path, preset.n_latent, preset.style_dim)) for path in args.directions
         ])
         classifier = checkpoints.load_diffcam(args.init, args.n_classes or preset.n_classes) if args.init else None
-        last = train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
+        return train_diffcam(config_from_args(args, DiffCamConfig), PSPInversion(psp.encoder, psp.latent_avg),
                              psp.generator, directions, args.classes, classifier)
-    except _errors() as error:
-        return _fail(error)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"last checkpoint: {last}")
-    return 0
+
+    return _run_recipe(train)
 
 
 def _stylegan2(args: argparse.Namespace) -> int:
     from deghost.training.train_stylegan2 import train_stylegan2
 
+    return _run_recipe(train_stylegan2, config_from_args(args, StyleGAN2Config))
+
+
+def _direction(args: argparse.Namespace) -> int:
+    from deghost.training.direction.command import run_direction_command
+
     try:
-        last = train_stylegan2(config_from_args(args, StyleGAN2Config))
+        return run_direction_command(args)
     except _errors() as error:
         return _fail(error)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"last checkpoint: {last}")
-    return 0

@@ -4,7 +4,9 @@ else the session's own build (`tiny_onnx_dir`, ~2 min once per session)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,4 +22,21 @@ def tiny_engines(request: pytest.FixtureRequest) -> Path:
     if not (folder / "manifest.json").is_file():
         pytest.fail(f"{ENVIRONMENT}={prebuilt} has no manifest.json: build it with `deghost build --preset tiny "
                     f"--random-init 0 --onnx-only --out {prebuilt}`, or unset {ENVIRONMENT} to build one per session")
+    return folder
+
+
+def engines_copy(engines: Path, folder: Path, directions: bool = True) -> Path:
+    """`engines` in `folder`: its manifest (without directions unless `directions`) and directions/ copied,
+    its graphs linked, so a test may add or remove direction files."""
+    from deghost.manifest import DIRECTIONS_FOLDER
+
+    manifest = json.loads((engines / "manifest.json").read_text())
+    if directions:
+        shutil.copytree(engines / DIRECTIONS_FOLDER, folder / DIRECTIONS_FOLDER)
+    else:
+        manifest["directions"] = {}
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for artifact in manifest["artifacts"]:
+        (folder / artifact["file"]).symlink_to(engines / artifact["file"])
     return folder
