@@ -20,8 +20,12 @@ from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from deghost.runtime.video.edit import DEFAULT_BATCH as CLIP_BATCH
+from deghost.runtime.video.smooth import DEFAULT_WINDOW
+from deghost.runtime.video.track import DETECT_EVERY
 
-from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
+from .clips import ClipsReport, is_clip, parse_frames, run_clips
+from .folder import INPUT_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
@@ -34,7 +38,9 @@ and paste the edited face back into the photo (same size; outside the faces it i
 Runs on TensorRT engines where they load, else on the ONNX graphs (ONNX Runtime on CUDA; on a CPU,
 OpenVINO where installed, else ONNX Runtime). Inputs are files or folders (their image files);
 --aligned takes already FFHQ-aligned square crops as they are (others are center-cropped and
-resized, with a warning)."""
+resized, with a warning). Clips (.mp4 .mov .mkv .webm .avi) are edited frame by frame as a stream:
+faces tracked through the clip, crops and latents steadied over time, the edit pasted back, and the
+clip written with the same size, frame rate, frame count, timestamps and sound."""
 
 EPILOG = f"""\
 suppress modes:
@@ -49,8 +55,15 @@ the whole photo with every chosen face edited (with --aligned: the edited crop);
 the photo before and after. Existing outputs are kept unless --overwrite; inputs are never
 overwritten. A photo with no face (of at least --min-face px) is reported as failed, nothing written.
 
+clips (in --out): <stem>_<attribute><alpha>_<suppress>.mp4 (the input's container where it holds
+H.264 and the sound: .mp4 .mov .mkv; else .mkv), H.264 (yuv420p; yuv444p at odd sizes), the sound
+streams copied unchanged; with --grid also <stem>_<attribute><alpha>_grid.mp4, source | edit side by
+side. A clip without faces is written unchanged and reported. --face/--largest-face choose tracks.
+
 examples:
   deghost edit photos/ --out edited/                              smile +20 on every face in photos/
+  deghost edit clip.mp4 --out edited/ --grid                      a clip, and its side-by-side preview
+  deghost edit clip.mp4 --frames 0:250 --smooth 15 --out edited/  the first 250 frames, steadier
   deghost edit group.jpg --largest-face --out out/                only the largest face
   deghost edit ffhq_crops/ --aligned --out out/                   inputs already FFHQ-aligned
   deghost edit a.png b.png --attribute age beard --alpha -10 20 --out out/ --grid
@@ -96,6 +109,17 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     faces.add_argument("--min-face", type=float, default=MIN_FACE, metavar="PX",
                        help="smallest face edited, box side in pixels (default: %(default)g)")
     add_aligned_option(faces)
+    clips = parser.add_argument_group("clips")
+    clips.add_argument("--frames", type=str, metavar="A:B",
+                       help="edit frames A to B−1 only (counted from 0; 'A:' to the end); the sound is cut to match")
+    clips.add_argument("--smooth", type=int, default=DEFAULT_WINDOW, metavar="W",
+                       help="frames of the centred window over which each face's crop and latents are averaged "
+                       "(odd; 1 = none; default: %(default)s): steadier faces, edits that do not flicker")
+    clips.add_argument("--detect-every", type=int, default=DETECT_EVERY, metavar="N",
+                       help="look for faces entering the clip every N frames (tracks are followed in between; "
+                       "default: %(default)s)")
+    clips.add_argument("--clip-batch", type=int, default=CLIP_BATCH, metavar="N",
+                       help="faces per inference batch in clips (default: %(default)s)")
     add_engines_option(parser)
     add_backend_options(parser, threads_scope=" (with --ray: per actor)")
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference batch (default: 1)")
@@ -131,7 +155,19 @@ def _edit(args: argparse.Namespace) -> int:
     face_options = FaceOptions(aligned=args.aligned, faces=choice, min_face=args.min_face)
     inputs = collect_inputs(args.inputs)
     if not inputs:
-        return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return _usage_error(f"no image or video files in {' '.join(args.inputs)} (looked for "
+                            f"{', '.join(INPUT_SUFFIXES)})")
+    clips, photos = [p for p in inputs if is_clip(p)], [p for p in inputs if not is_clip(p)]
+    try:
+        frames = parse_frames(args.frames) if args.frames else None
+    except ValueError as error:
+        return _usage_error(str(error))
+    if clips and (args.aligned or args.ray):
+        return _usage_error("clips are edited on this machine from ordinary frames: leave out --aligned and --ray, "
+                            "or give photos only")
+    if args.smooth < 1 or args.smooth % 2 == 0 or args.detect_every < 1 or args.clip_batch < 1:
+        return _usage_error("--smooth must be an odd number of frames (1 = none) and --detect-every and "
+                            "--clip-batch at least 1")
     if args.ray:
         return _edit_on_ray(args, inputs, face_options)
     try:
@@ -139,14 +175,25 @@ def _edit(args: argparse.Namespace) -> int:
                            memory_arena=args.memory_arena, device=args.device) as pipe:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
-            report = run_folder(pipe, inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch,
+            report = run_folder(pipe, photos, args.out, args.attribute, args.alpha, args.suppress, args.batch,
                                 args.overwrite, args.grid, args.class_index, args.workers, progress=not args.quiet,
-                                face_options=face_options)
+                                face_options=face_options) if photos else None
+            clip_report = run_clips(pipe, clips, args.out, args.attribute, args.alpha, args.suppress, args.overwrite,
+                                    args.grid, args.class_index, face_options, frames, args.smooth,
+                                    args.detect_every, args.clip_batch, progress=not args.quiet) if clips else None
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))
-    print(summary(report, backends))
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return _print_summary(report, clip_report, backends)
+
+
+def _print_summary(report: FolderReport | None, clip_report: ClipsReport | None, backends: dict[str, str]) -> int:
+    if report is not None:
+        print(summary(report, backends))
+    if clip_report is not None:
+        print("\n".join(clip_report.lines()))
+    failed = (report is not None and report.failed) or (clip_report is not None and clip_report.failed)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def _edit_on_ray(args: argparse.Namespace, inputs: list[Path], face_options: FaceOptions) -> int:

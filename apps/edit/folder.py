@@ -46,8 +46,10 @@ from deghost.runtime.images import (
     write_image,
 )
 from deghost.runtime.pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
+from deghost.runtime.video.io import VIDEO_SUFFIXES
 
 log = logging.getLogger("deghost.runtime")
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what folders are searched for: photos and clips
 
 GRID = "grid"  # the output key of the comparison image
 
@@ -61,7 +63,7 @@ class StepError(Exception):
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files directly inside each folder (sorted; hidden ones skipped).
+    """Files as given, and the photos and clips directly inside each folder (sorted; hidden ones skipped).
 
     A path that does not exist stays in the list, so the run reports it as a failed input.
     """
@@ -69,7 +71,7 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found += sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+                            if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES and not p.name.startswith("."))
         else:
             found.append(path)
     return list(dict.fromkeys(found))

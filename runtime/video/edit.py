@@ -97,12 +97,14 @@ class _State:
 def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], attribute: str | Sequence[str] = "smile",
                 alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str = "network", faces: FaceChoice = "all",
                 min_face: float = MIN_FACE, window: int = DEFAULT_WINDOW, detect_every: int = DETECT_EVERY,
-                batch: int = DEFAULT_BATCH, stats: ClipStats | None = None) -> Iterator[EditedFrame]:
+                batch: int = DEFAULT_BATCH, stats: ClipStats | None = None, class_index: int | None = None
+                ) -> Iterator[EditedFrame]:
     """The edited frames of `frames` (RGB uint8 [H,W,3] arrays or VideoFrames), in order, each with one copy
     per edit (every attribute at every alpha, as `Pipeline.edits`). faces: "all", "largest" (the largest
     track when faces first appear) or a track number (tracks are numbered as faces appear, left to right);
-    window: frames of the centred smoothing window (odd; 1 = none); `stats` collects counts and timings."""
-    edits = pipeline.edits(attribute, alpha)
+    window: frames of the centred smoothing window (odd; 1 = none); `stats` collects counts and timings;
+    class_index: the Diff-CAM class (see `Pipeline.edits`)."""
+    edits = pipeline.edits(attribute, alpha, class_index)
     if not isinstance(suppress, str):
         raise ValueError("a clip is edited with one suppress mode")
     pipeline.prepare(suppress)
@@ -230,7 +232,7 @@ def edit_clip(pipeline: Pipeline, source: str | Path, destination: str | Path | 
     info = probe(source)
     destinations = _paths(destination)
     grids = _paths(grid) if grid is not None else []
-    n_edits = len(pipeline.edits(attribute, alpha))
+    n_edits = len(pipeline.edits(attribute, alpha, options.get("class_index")))
     if len(destinations) != n_edits or grids and len(grids) != n_edits:
         raise ValueError(f"{n_edits} edit(s) need as many destinations (and grid paths); got {len(destinations)}"
                          f" and {len(grids)}")

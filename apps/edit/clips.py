@@ -1,0 +1,93 @@
+"""Clips in `deghost edit`: each video input edited as a stream (deghost.runtime.video.edit_clip) and
+written beside the photo outputs as `<stem>_<attribute><alpha>_<suppress><suffix>` (with --grid also
+`<stem>_<attribute><alpha>_grid<suffix>`, source | edit side by side). The suffix is the input's where
+that container holds H.264 and its sound (.mp4, .mov, .mkv), else .mkv. One clip that cannot be read
+or edited is reported and the others go on; existing outputs are kept unless `overwrite`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deghost.runtime.backends import BackendError
+from deghost.runtime.directions import DEFAULT_ALPHA
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.video.edit import ClipReport, edit_clip
+from deghost.runtime.video.io import VIDEO_SUFFIXES, VideoError, output_suffix, probe
+
+from .folder import GRID, FaceOptions
+
+log = logging.getLogger("deghost.runtime")
+
+
+def is_clip(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def parse_frames(text: str) -> tuple[int, int | None]:
+    """--frames "A:B" (B may be left out: to the end) → (A, B); frames are counted from 0, B excluded."""
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        first, last = int(start or 0), int(stop) if stop else None
+    except ValueError:
+        raise ValueError(f"--frames takes START:STOP (frame numbers from 0, STOP excluded, e.g. 0:100 or 250:); "
+                         f"got {text!r}") from None
+    if first < 0 or last is not None and last <= first:
+        raise ValueError(f"--frames {text}: START must be 0 or more and STOP larger than START")
+    return first, last
+
+
+@dataclass
+class ClipsReport:
+    """What the clips of a run did: per clip its report, the clips kept and those that failed."""
+
+    done: list[tuple[Path, ClipReport]] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        lines = []
+        for source, report in self.done:
+            faces = (f"{report.frames_with_faces} with faces, {report.tracks} track(s)" if report.frames_with_faces
+                     else "no face in any frame: frames passed through unchanged")
+            shares = " · ".join(f"{name} {ms / max(report.frames, 1):.0f}" for name, ms in report.timings_ms.items())
+            lines.append(f"deghost edit: clip {source.name}: {report.frames} frame(s), {faces}, in "
+                         f"{report.elapsed_s:.1f} s ({report.frames_per_second:.2f} frames/s); wrote "
+                         f"{', '.join(p.name for p in report.outputs)}\n  per frame, ms: {shares}")
+        lines += [f"deghost edit: clip {p.name} kept (outputs exist; --overwrite replaces them)" for p in self.kept]
+        lines += [f"failed: {message}" for _, message in self.failed]
+        return lines
+
+
+def run_clips(pipe: Pipeline, clips: list[Path], out_dir: Path, attribute, alpha=DEFAULT_ALPHA,
+              suppress: str = "network", overwrite: bool = False, grid: bool = False, class_index: int | None = None,
+              face_options: FaceOptions | None = None, frames: tuple[int, int | None] | None = None,
+              window: int | None = None, detect_every: int | None = None, batch: int | None = None,
+              progress: bool = True) -> ClipsReport:
+    face_options = face_options or FaceOptions()
+    edits = pipe.edits(attribute, alpha, class_index)
+    options = {name: value for name, value in (("window", window), ("detect_every", detect_every), ("batch", batch))
+               if value is not None}
+    report = ClipsReport()
+    for source in clips:
+        try:
+            suffix = output_suffix(probe(source))
+            outputs = [out_dir / f"{source.stem}_{e.label}_{suppress}{suffix}" for e in edits]
+            grids = [out_dir / f"{source.stem}_{e.label}_{GRID}{suffix}" for e in edits] if grid else None
+            if not overwrite and all(p.exists() for p in outputs + (grids or [])):
+                report.kept.append(source)
+                continue
+            if any(p.resolve() == source.resolve() for p in outputs + (grids or [])):
+                raise VideoError(f"{source}: an output would overwrite the input; give another --out")
+            done = edit_clip(pipe, source, outputs, attribute, alpha, suppress, grid=grids, frames=frames,
+                             progress=progress, faces=face_options.faces, min_face=face_options.min_face,
+                             class_index=class_index, **options)
+            report.done.append((source, done))
+        except (VideoError, BackendError) as error:
+            report.failed.append((source, f"{source}: {error}" if str(source) not in str(error) else str(error)))
+        except Exception as error:  # one clip's unexpected failure is that clip's; the run goes on
+            report.failed.append((source, f"{source}: editing failed ({type(error).__name__}: {error})"))
+    return report
