@@ -28,6 +28,7 @@ VIDEO_CODEC = "libx264"
 CRF = 16  # x264 constant quality: 16 keeps an unchanged frame within ~1-2 levels (visually lossless)
 PRESET = "fast"  # x264 speed preset: encode time stays a small share of the frame time on a 2-core CPU
 H264_CONTAINERS = (".mp4", ".mov", ".mkv")  # outputs keep these suffixes; others become .mkv
+TRUNCATED_SLACK_S = 0.25  # decoding may end this much before the stated duration (rounding, a last long frame)
 
 
 class VideoError(ValueError):
@@ -129,7 +130,7 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> It
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # must be set before the first decode
         time_base = float(stream.time_base)
-        index = 0
+        index, last_time = 0, 0.0
         try:
             for frame in container.decode(stream):  # PyAV sends the flushing empty packet at the end
                 if stop is not None and index >= stop:
@@ -137,12 +138,29 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> It
                 if index >= start:
                     rgb = to_display(frame.to_ndarray(format="rgb24"), int(round(frame.rotation or 0)) % 360)
                     yield VideoFrame(index, rgb, frame.pts, (frame.pts or 0) * time_base)
+                last_time = (frame.pts or 0) * time_base
                 index += 1
         except av.FFmpegError as error:
             raise VideoError(f"{path}: decoding stopped at frame {index} ({error}); the file is truncated or "
                              "damaged: re-export it or cut it before that frame with --frames") from error
         if index == 0:
             raise VideoError(f"{path}: no frame could be decoded; the file is truncated or damaged")
+        if stop is None:
+            _check_whole(path, container, stream, index, last_time)
+
+
+def _check_whole(path, container, stream, decoded: int, last_time: float) -> None:
+    """A clip whose decoding ended before the frames or the duration its header states is truncated (an mp4
+    says how many frames, an mkv how long: FFmpeg stops quietly at a cut)."""
+    stated = int(stream.frames or 0)
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+    frame_s = 1 / float(stream.average_rate or stream.guessed_rate or 25)
+    short = stated and decoded < stated or duration and last_time - start + frame_s < duration - TRUNCATED_SLACK_S
+    if short:
+        what = f"{decoded} of the {stated} frames" if stated else f"{last_time - start:.2f} s of the {duration:.2f} s"
+        raise VideoError(f"{path}: only {what} its header states could be decoded; the file is truncated: re-export "
+                         f"it, or edit the frames that are there with --frames 0:{decoded}")
 
 
 def output_suffix(info: VideoInfo) -> str:
