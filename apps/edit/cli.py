@@ -20,11 +20,12 @@ from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
+from deghost.runtime.video.chunks import CHUNK_FRAMES
 from deghost.runtime.video.edit import DEFAULT_BATCH as CLIP_BATCH
 from deghost.runtime.video.smooth import DEFAULT_WINDOW
 from deghost.runtime.video.track import DETECT_EVERY
 
-from .clips import ClipsReport, is_clip, parse_frames, run_clips
+from .clips import ClipsReport, is_clip, parse_frames, run_clips, run_clips_ray
 from .folder import INPUT_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -120,6 +121,9 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
                        "default: %(default)s)")
     clips.add_argument("--clip-batch", type=int, default=CLIP_BATCH, metavar="N",
                        help="faces per inference batch in clips (default: %(default)s)")
+    clips.add_argument("--chunk-frames", type=int, default=CHUNK_FRAMES, metavar="N",
+                       help="with --ray: frames per chunk a Ray actor edits (plus smoothing margins; default: "
+                       "%(default)s); a killed run resumes from the chunks written")
     add_engines_option(parser)
     add_backend_options(parser, threads_scope=" (with --ray: per actor)")
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference batch (default: 1)")
@@ -162,14 +166,16 @@ def _edit(args: argparse.Namespace) -> int:
         frames = parse_frames(args.frames) if args.frames else None
     except ValueError as error:
         return _usage_error(str(error))
-    if clips and (args.aligned or args.ray):
-        return _usage_error("clips are edited on this machine from ordinary frames: leave out --aligned and --ray, "
+    if clips and args.aligned:
+        return _usage_error("clips are edited from ordinary frames (faces tracked and aligned): leave out --aligned, "
                             "or give photos only")
-    if args.smooth < 1 or args.smooth % 2 == 0 or args.detect_every < 1 or args.clip_batch < 1:
-        return _usage_error("--smooth must be an odd number of frames (1 = none) and --detect-every and "
-                            "--clip-batch at least 1")
+    if clips and args.ray and (args.grid or frames):
+        return _usage_error("with --ray a clip is edited whole: leave out --grid and --frames (or --ray)")
+    if args.smooth < 1 or args.smooth % 2 == 0 or min(args.detect_every, args.clip_batch, args.chunk_frames) < 1:
+        return _usage_error("--smooth must be an odd number of frames (1 = none) and --detect-every, --clip-batch "
+                            "and --chunk-frames at least 1")
     if args.ray:
-        return _edit_on_ray(args, inputs, face_options)
+        return _clips_and_photos_on_ray(args, clips, photos, face_options)
     try:
         with Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
                            memory_arena=args.memory_arena, device=args.device) as pipe:
@@ -194,6 +200,24 @@ def _print_summary(report: FolderReport | None, clip_report: ClipsReport | None,
         print("\n".join(clip_report.lines()))
     failed = (report is not None and report.failed) or (clip_report is not None and clip_report.failed)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _clips_and_photos_on_ray(args: argparse.Namespace, clips: list[Path], photos: list[Path],
+                             face_options: FaceOptions) -> int:
+    code = _edit_on_ray(args, photos, face_options) if photos else EXIT_OK
+    if not clips or code == EXIT_USAGE:
+        return code
+    from deghost.runtime.ray_cluster import RayMissingError
+
+    try:
+        report = run_clips_ray(args.engines, clips, args.out, args.attribute, args.alpha, args.suppress,
+                               args.overwrite, args.class_index, face_options, args.smooth, args.detect_every,
+                               args.clip_batch, args.chunk_frames, None if args.ray == RAY_LOCAL else args.ray,
+                               args.backend, args.threads, args.precision, args.device, args.ray_workers)
+    except (ValueError, BackendError, RayMissingError) as error:
+        return _usage_error(str(error))
+    print("\n".join(report.lines()))
+    return EXIT_SOME_FAILED if report.failed or code == EXIT_SOME_FAILED else EXIT_OK
 
 
 def _edit_on_ray(args: argparse.Namespace, inputs: list[Path], face_options: FaceOptions) -> int:

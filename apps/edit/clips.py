@@ -62,6 +62,48 @@ class ClipsReport:
         return lines
 
 
+def clip_outputs(source: Path, out_dir: Path, edits, suppress: str, grid: bool) -> tuple[list[Path], list[Path] | None]:
+    """(the edited clip per edit, the preview clip per edit or None); never the input itself."""
+    suffix = output_suffix(probe(source))
+    outputs = [out_dir / f"{source.stem}_{e.label}_{suppress}{suffix}" for e in edits]
+    grids = [out_dir / f"{source.stem}_{e.label}_{GRID}{suffix}" for e in edits] if grid else None
+    if any(p.resolve() == source.resolve() for p in outputs + (grids or [])):
+        raise VideoError(f"{source}: an output would overwrite the input; give another --out")
+    return outputs, grids
+
+
+def run_clips_ray(engines: Path, clips: list[Path], out_dir: Path, attribute, alpha, suppress: str, overwrite: bool,
+                  class_index: int | None, face_options: FaceOptions, window: int, detect_every: int, batch: int,
+                  chunk_frames: int, address: str | None, backend: str = "auto", threads: int | None = None,
+                  precision: str | None = None, device: str = "auto", ray_workers: int | None = None) -> ClipsReport:
+    """Each clip in chunks on Ray (apps/edit/ray_clips.py), joined here; same names, kept/failed rules."""
+    from deghost.runtime.ray_cluster import RayJobError, connected
+    from deghost.runtime.video.chunks import edit_clip_in_chunks
+
+    from .ray_clips import ray_chunk_runner
+
+    edits = Pipeline.load(engines).edits(attribute, alpha, class_index)
+    options = dict(attribute=attribute, alpha=alpha, suppress=suppress, window=window, batch=batch,
+                   class_index=class_index)
+    report = ClipsReport()
+    with connected(address) as ray:
+        for source in clips:
+            try:
+                outputs, _ = clip_outputs(source, out_dir, edits, suppress, False)
+                if not overwrite and all(p.exists() for p in outputs):
+                    report.kept.append(source)
+                    continue
+                runner = ray_chunk_runner(ray, engines, source, options, backend, threads, precision, device,
+                                          ray_workers)
+                edit_clip_in_chunks(source, outputs, runner, chunk_frames, window, face_options.faces,
+                                    face_options.min_face, detect_every)
+                done = ClipReport(outputs=outputs, frames=probe(outputs[0]).frames)
+                report.done.append((source, done))
+            except (VideoError, BackendError, RayJobError) as error:
+                report.failed.append((source, f"{source}: {error}" if str(source) not in str(error) else str(error)))
+    return report
+
+
 def run_clips(pipe: Pipeline, clips: list[Path], out_dir: Path, attribute, alpha=DEFAULT_ALPHA,
               suppress: str = "network", overwrite: bool = False, grid: bool = False, class_index: int | None = None,
               face_options: FaceOptions | None = None, frames: tuple[int, int | None] | None = None,
@@ -74,14 +116,10 @@ def run_clips(pipe: Pipeline, clips: list[Path], out_dir: Path, attribute, alpha
     report = ClipsReport()
     for source in clips:
         try:
-            suffix = output_suffix(probe(source))
-            outputs = [out_dir / f"{source.stem}_{e.label}_{suppress}{suffix}" for e in edits]
-            grids = [out_dir / f"{source.stem}_{e.label}_{GRID}{suffix}" for e in edits] if grid else None
+            outputs, grids = clip_outputs(source, out_dir, edits, suppress, grid)
             if not overwrite and all(p.exists() for p in outputs + (grids or [])):
                 report.kept.append(source)
                 continue
-            if any(p.resolve() == source.resolve() for p in outputs + (grids or [])):
-                raise VideoError(f"{source}: an output would overwrite the input; give another --out")
             done = edit_clip(pipe, source, outputs, attribute, alpha, suppress, grid=grids, frames=frames,
                              progress=progress, faces=face_options.faces, min_face=face_options.min_face,
                              class_index=class_index, **options)

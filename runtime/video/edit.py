@@ -97,13 +97,14 @@ class _State:
 def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], attribute: str | Sequence[str] = "smile",
                 alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str = "network", faces: FaceChoice = "all",
                 min_face: float = MIN_FACE, window: int = DEFAULT_WINDOW, detect_every: int = DETECT_EVERY,
-                batch: int = DEFAULT_BATCH, stats: ClipStats | None = None, class_index: int | None = None
-                ) -> Iterator[EditedFrame]:
+                batch: int = DEFAULT_BATCH, stats: ClipStats | None = None, class_index: int | None = None,
+                tracks: Sequence[dict[int, np.ndarray]] | None = None) -> Iterator[EditedFrame]:
     """The edited frames of `frames` (RGB uint8 [H,W,3] arrays or VideoFrames), in order, each with one copy
     per edit (every attribute at every alpha, as `Pipeline.edits`). faces: "all", "largest" (the largest
     track when faces first appear) or a track number (tracks are numbered as faces appear, left to right);
     window: frames of the centred smoothing window (odd; 1 = none); `stats` collects counts and timings;
-    class_index: the Diff-CAM class (see `Pipeline.edits`)."""
+    class_index: the Diff-CAM class (see `Pipeline.edits`); tracks: the chosen faces' landmarks of every
+    frame of the clip by frame index, tracked beforehand (`track_clip`: chunks of a clip on Ray)."""
     edits = pipeline.edits(attribute, alpha, class_index)
     if not isinstance(suppress, str):
         raise ValueError("a clip is edited with one suppress mode")
@@ -119,8 +120,11 @@ def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], a
     def tracked() -> Iterator[_State]:
         for frame in _timed_frames(frames, stats):
             with stats.timed(TRACK):
-                landmarks = choose(tracker.update(frame.rgb))
-                stats.tracks, stats.detections = tracker.started, tracker.detections
+                if tracks is not None:
+                    landmarks = tracks[frame.index]
+                else:
+                    landmarks = choose(tracker.update(frame.rgb))
+                    stats.tracks, stats.detections = tracker.started, tracker.detections
             stats.frames += 1
             stats.frames_with_faces += bool(landmarks)
             yield _State(frame, landmarks, {n: ffhq_quad(*alignment_points(lm))[0] for n, lm in landmarks.items()})
