@@ -6,36 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deghost.runtime.pipeline import EditResult, Pipeline
+from deghost.runtime.pipeline import Pipeline
 from deghost.runtime.video.chunks import chunk_plan, edit_chunk, edit_clip_in_chunks, load_tracks, segment_paths
 from deghost.runtime.video.edit import edit_clip
 from deghost.runtime.video.io import read_frames
 from tests.helpers.clips import motion_frames, photo, sound, write_clip
-
-
-class LatentShadeStandIn(Pipeline):
-    """STAND-IN networks whose output depends on both steadied things a chunk border could break: the crop
-    (aligned to the smoothed quad) and the latents (smoothed over time): w = the crop's mean level, the
-    'edit' = the crop tinted by w. Deterministic and cheap, so chunked and one-stream runs must agree."""
-
-    def prepare(self, suppress="network"):
-        return {}
-
-    def invert(self, images):
-        batch = self.model_batch(images)[0]
-        means = batch.mean(axis=(1, 2, 3))
-        return np.broadcast_to(means[:, None, None], (len(batch), self.preset.n_latent, self.preset.style_dim)
-                               ).astype(np.float32)
-
-    def run(self, images, edits, suppress="network", given_w=None):
-        batch = self.model_batch(images)[0]
-        tinted = np.clip(batch * 0.5 + given_w[:, 0, 0, None, None, None] * 4, -1, 1).astype(np.float32)
-        rows = np.repeat(tinted, len(edits), axis=0)
-        n = len(rows)
-        return EditResult(images=batch, outputs={suppress: rows}, fused=rows, mask=np.zeros((n, 1, 8, 8), np.float32),
-                          logits=np.zeros((n, 1), np.float32), class_index=np.zeros(n, np.int64), w=given_w,
-                          w_edit=np.repeat(given_w, len(edits), axis=0), edits=list(edits), timings_ms={},
-                          untrained=True)
+from tests.helpers.stand_ins import LatentShadeStandIn
 
 
 @pytest.fixture(scope="module")

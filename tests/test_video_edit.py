@@ -12,31 +12,11 @@ import pytest
 
 from deghost.apps.edit import cli
 from deghost.runtime.images import from_model_output, to_model_input
-from deghost.runtime.pipeline import EditResult, Pipeline
+from deghost.runtime.pipeline import Pipeline
 from deghost.runtime.video.edit import ClipStats, edit_clip, edit_frames
 from deghost.runtime.video.io import probe, read_frames
 from tests.helpers.clips import motion_frames, photo, read_sound, sound, write_clip
-
-
-class IdentityStandIn(Pipeline):
-    """STAND-IN for a perfect reconstruction (the untrained tiny networks render noise): every edit returns
-    the aligned crop it was given, so the clip's own steps (decode, track, align, paste, encode) are
-    what is tested for an identity edit. The faces are found by the real face models."""
-
-    def prepare(self, suppress="network"):
-        return {}
-
-    def invert(self, images):
-        return np.zeros((len(images), self.preset.n_latent, self.preset.style_dim), np.float32)
-
-    def run(self, images, edits, suppress="network", given_w=None):
-        batch = self.model_batch(images)[0]
-        rows = np.repeat(batch, len(edits), axis=0)
-        n = len(rows)
-        return EditResult(images=batch, outputs={suppress: rows}, fused=rows, mask=np.zeros((n, 1, 8, 8), np.float32),
-                          logits=np.zeros((n, 1), np.float32), class_index=np.zeros(n, np.int64), w=given_w,
-                          w_edit=np.repeat(given_w, len(edits), axis=0), edits=list(edits), timings_ms={},
-                          untrained=True)
+from tests.helpers.stand_ins import IdentityStandIn
 
 
 @pytest.fixture(scope="module")
