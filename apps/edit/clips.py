@@ -51,12 +51,15 @@ class ClipsReport:
     def lines(self) -> list[str]:
         lines = []
         for source, report in self.done:
-            faces = (f"{report.frames_with_faces} with faces, {report.tracks} track(s)" if report.frames_with_faces
+            faces = ("in chunks on Ray" if report.frames_with_faces < 0 else
+                     f"{report.frames_with_faces} with faces, {report.tracks} track(s)" if report.frames_with_faces
                      else "no face in any frame: frames passed through unchanged")
             shares = " · ".join(f"{name} {ms / max(report.frames, 1):.0f}" for name, ms in report.timings_ms.items())
-            lines.append(f"deghost edit: clip {source.name}: {report.frames} frame(s), {faces}, in "
-                         f"{report.elapsed_s:.1f} s ({report.frames_per_second:.2f} frames/s); wrote "
-                         f"{', '.join(p.name for p in report.outputs)}\n  per frame, ms: {shares}")
+            speed = (f" in {report.elapsed_s:.1f} s ({report.frames_per_second:.2f} frames/s);" if report.elapsed_s
+                     else "")
+            written = ", ".join(p.name for p in report.outputs)
+            lines.append(f"deghost edit: clip {source.name}: {report.frames} frame(s), {faces},{speed} wrote {written}"
+                         + (f"\n  per frame, ms: {shares}" if shares else ""))
         lines += [f"deghost edit: clip {p.name} kept (outputs exist; --overwrite replaces them)" for p in self.kept]
         lines += [f"failed: {message}" for _, message in self.failed]
         return lines
@@ -97,7 +100,7 @@ def run_clips_ray(engines: Path, clips: list[Path], out_dir: Path, attribute, al
                                           ray_workers)
                 edit_clip_in_chunks(source, outputs, runner, chunk_frames, window, face_options.faces,
                                     face_options.min_face, detect_every)
-                done = ClipReport(outputs=outputs, frames=probe(outputs[0]).frames)
+                done = ClipReport(outputs=outputs, frames=probe(outputs[0]).frames, frames_with_faces=-1)
                 report.done.append((source, done))
             except (VideoError, BackendError, RayJobError) as error:
                 report.failed.append((source, f"{source}: {error}" if str(source) not in str(error) else str(error)))
