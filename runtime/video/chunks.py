@@ -6,7 +6,7 @@
    side: a frame's latents are averaged over ± radius frames, whose crops come from quads averaged over
    ± radius more, so with that margin every kept frame sees exactly the windows of the one-stream run.
 3. `edit_chunk`: one chunk edited (tracks given) and its kept frames written as a lossless FFV1 segment
-   (RGB, so joining re-encodes exactly what a one-stream run would), with their pts, temp then rename.
+   (RGB, bgr0, so joining re-encodes exactly what a one-stream run would), with their pts, temp then rename.
    A segment that exists is done: a killed run resumes from the segments written.
 4. `join_segments`: the segments in order through the same VideoWriter (size, rate, pts, rotation,
    sound) as `edit_clip`, then the work folder is removed.
@@ -98,7 +98,7 @@ def edit_chunk(pipeline, source: str | Path, tracks: list[dict[int, np.ndarray]]
         pts: list[int | None] = []
         for container in containers:
             stream = container.add_stream(SEGMENT_CODEC, rate=25)
-            stream.pix_fmt = "gbrp"
+            stream.pix_fmt = "bgr0"  # packed RGB: lossless (ffv1 here refuses gbrp)
             streams.append(stream)
         options = {"batch": batch} if batch else {}
         for frame in edit_frames(pipeline, read_frames(source, chunk.lo, chunk.hi), attribute, alpha, suppress,
