@@ -105,9 +105,10 @@ def edit_chunk(pipeline, source: str | Path, tracks: list[dict[int, np.ndarray]]
                                  window=window, stats=stats, class_index=class_index, tracks=tracks, **options):
             if not chunk.start <= frame.index < chunk.stop:
                 continue
+            first = not pts
             pts.append(frame.pts)
             for container, stream, edited in zip(containers, streams, frame.edited, strict=True):
-                if not stream.width:
+                if first:  # the size of the frames (a new stream's default is 640x480: frames would be rescaled)
                     stream.width, stream.height = edited.shape[1], edited.shape[0]
                 for packet in stream.encode(av.VideoFrame.from_ndarray(edited, format="rgb24")):
                     container.mux(packet)
