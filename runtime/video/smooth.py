@@ -2,8 +2,9 @@
 
 A centred window (frames t − r … t + r, r = window // 2) rather than a causal one, so a face that does
 not move gets exactly its own average, with no lag behind one that does; the stream so runs r frames
-behind decoding. Sigma is r / 2 (the kernel reaches 2σ); frames where the track is absent, and the
-clip's ends, are left out and the weights renormalised. The quad is smoothed as STIT does it, as its
+behind decoding. Sigma is r / 2 (the kernel reaches 2σ); near the clip's ends or where the track is
+absent the window shrinks symmetrically to the frames present (weights renormalised), so constant
+motion passes unchanged. The quad is smoothed as STIT does it, as its
 centre and its two half-side vectors (so the crop stays square), here with one window for all three.
 """
 
@@ -46,10 +47,16 @@ def centred(items: Iterable[T], radius: int) -> Iterator[tuple[T, list[T | None]
 
 
 def weighted_mean(values: list[np.ndarray | None], weights: np.ndarray) -> np.ndarray:
-    """The mean of the present values (None: absent) with their weights renormalised."""
-    present = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None]
-    total = sum(w for _, w in present)
-    return sum(v * (w / total) for v, w in present)
+    """The weighted mean over the widest window centred on the middle value in which every value is present
+    (None: absent, e.g. beyond the clip's ends or before a track starts), weights renormalised. Symmetric,
+    so a face moving at constant speed is not pulled back near an end (a one-sided window would lag)."""
+    centre = len(values) // 2
+    reach = 0
+    while reach < centre and values[centre - reach - 1] is not None and values[centre + reach + 1] is not None:
+        reach += 1
+    kept = slice(centre - reach, centre + reach + 1)
+    total = float(np.sum(weights[kept]))
+    return sum(v * (w / total) for v, w in zip(values[kept], weights[kept], strict=True))
 
 
 def quad_parts(quad: np.ndarray) -> np.ndarray:
