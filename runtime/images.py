@@ -21,10 +21,14 @@ MODEL_SIZE = 1024
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders are searched for
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly inside `folder`, by name (IMAGE_SUFFIXES, any case; hidden files skipped)."""
+def image_files(folder: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The image files (or files of other `suffixes`) directly inside `folder`, by name (any case; hidden files
+    skipped)."""
+    suffixes = tuple(suffixes)
     return sorted(path for path in folder.iterdir()
-                  if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
+                  if path.suffix.lower() in suffixes and not path.name.startswith(".") and path.is_file())
+
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 

@@ -461,13 +461,25 @@ class Pipeline:
         result.timings_ms[PASTE] = result.timings_ms.get(PASTE, 0.0) + (time.perf_counter() - started) * 1e3
         return photos
 
-    def run(self, images: Images, edits: Sequence[Edit], suppress: str | Sequence[str] = "network") -> EditResult:
-        """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once)."""
+    def invert(self, images: Images) -> np.ndarray:
+        """The encoder's latents w [B,n_latent,512] of `images` (see `edit`), `max_rows` at a time: the first
+        stage alone, for callers that change w before the rest (a video steadies it over time)."""
+        batch = self.model_batch(images)[0]
+        step = min(self.backend("encoder").max_batch or self.max_rows, self.max_rows)
+        return np.concatenate([_host(self.backend("encoder").run({"image": batch[i : i + step]})["w"])
+                               for i in range(0, len(batch), step)])
+
+    def run(self, images: Images, edits: Sequence[Edit], suppress: str | Sequence[str] = "network",
+            given_w: np.ndarray | None = None) -> EditResult:
+        """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once); `given_w`
+        [B,n_latent,512], where given, are the images' w instead of the encoder's (see `invert`)."""
         started = time.perf_counter()
         modes = _modes(suppress)
         self.prepare(modes)
         self._wait_for_warm_up()
         batch, warnings = self.model_batch(images)
+        if given_w is not None and len(given_w) != len(batch):
+            raise ValueError(f"{len(given_w)} latents for {len(batch)} images")
         edits, timer = list(edits), _Timer()
         n_images, n_edits = len(batch), len(edits)
         group, edit_group = self._chunk_shape(n_images, n_edits, modes)
@@ -475,8 +487,11 @@ class Pipeline:
         with self._exclusive(modes):
             for i0 in range(0, n_images, group):
                 images_i = batch[i0 : i0 + group]
-                with timer("encoder"):
-                    w = _host(self.backend("encoder").run({"image": images_i})["w"])
+                if given_w is not None:
+                    w = np.ascontiguousarray(given_w[i0 : i0 + group], np.float32)
+                else:
+                    with timer("encoder"):
+                        w = _host(self.backend("encoder").run({"image": images_i})["w"])
                 latents.append(w)
                 for k0 in range(0, n_edits, edit_group):
                     chunk = self._edit_chunk(images_i, w, edits[k0 : k0 + edit_group], modes, timer)

@@ -17,12 +17,16 @@ from tqdm import tqdm
 from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
-from deghost.runtime.images import IMAGE_SUFFIXES
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
+from deghost.runtime.video.chunks import CHUNK_FRAMES
+from deghost.runtime.video.edit import DEFAULT_BATCH as CLIP_BATCH
+from deghost.runtime.video.smooth import DEFAULT_WINDOW
+from deghost.runtime.video.track import DETECT_EVERY
 
 from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
 from ..options import add_aligned_option, add_backend_options, add_engines_option
-from .folder import FolderReport, FolderRun, collect_inputs, run_folder
+from .clips import ClipsReport, is_clip, parse_frames, run_clips, run_clips_ray
+from .folder import INPUT_SUFFIXES, FolderReport, FolderRun, collect_inputs, run_folder
 
 RAY_LOCAL = "local"  # `--ray` without an address: start a local Ray instance
 
@@ -34,7 +38,9 @@ and paste the edited face back into the photo (same size; outside the faces it i
 Runs on TensorRT engines where they load, else on the ONNX graphs (ONNX Runtime on CUDA; on a CPU,
 OpenVINO where installed, else ONNX Runtime). Inputs are files or folders (their image files);
 --aligned takes already FFHQ-aligned square crops as they are (others are center-cropped and
-resized, with a warning)."""
+resized, with a warning). Clips (.mp4 .mov .mkv .webm .avi) are edited frame by frame as a stream:
+faces tracked through the clip, crops and latents steadied over time, the edit pasted back, and the
+clip written with the same size, frame rate, frame count, timestamps and sound."""
 
 EPILOG = f"""\
 suppress modes:
@@ -49,8 +55,15 @@ the whole photo with every chosen face edited (with --aligned: the edited crop);
 the photo before and after. Existing outputs are kept unless --overwrite; inputs are never
 overwritten. A photo with no face (of at least --min-face px) is reported as failed, nothing written.
 
+clips (in --out): <stem>_<attribute><alpha>_<suppress>.mp4 (the input's container where it holds
+H.264 and the sound: .mp4 .mov .mkv; else .mkv), H.264 (yuv420p; yuv444p at odd sizes), the sound
+streams copied unchanged; with --grid also <stem>_<attribute><alpha>_grid.mp4, source | edit side by
+side. A clip without faces is written unchanged and reported. --face/--largest-face choose tracks.
+
 examples:
   deghost edit photos/ --out edited/                              smile +20 on every face in photos/
+  deghost edit clip.mp4 --out edited/ --grid                      a clip, and its side-by-side preview
+  deghost edit clip.mp4 --frames 0:250 --smooth 15 --out edited/  the first 250 frames, steadier
   deghost edit group.jpg --largest-face --out out/                only the largest face
   deghost edit ffhq_crops/ --aligned --out out/                   inputs already FFHQ-aligned
   deghost edit a.png b.png --attribute age beard --alpha -10 20 --out out/ --grid
@@ -96,6 +109,20 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     faces.add_argument("--min-face", type=float, default=MIN_FACE, metavar="PX",
                        help="smallest face edited, box side in pixels (default: %(default)g)")
     add_aligned_option(faces)
+    clips = parser.add_argument_group("clips")
+    clips.add_argument("--frames", type=str, metavar="A:B",
+                       help="edit frames A to B−1 only (counted from 0; 'A:' to the end); the sound is cut to match")
+    clips.add_argument("--smooth", type=int, default=DEFAULT_WINDOW, metavar="W",
+                       help="frames of the centred window over which each face's crop and latents are averaged "
+                       "(odd; 1 = none; default: %(default)s): steadier faces, edits that do not flicker")
+    clips.add_argument("--detect-every", type=int, default=DETECT_EVERY, metavar="N",
+                       help="look for faces entering the clip every N frames (tracks are followed in between; "
+                       "default: %(default)s)")
+    clips.add_argument("--clip-batch", type=int, default=CLIP_BATCH, metavar="N",
+                       help="faces per inference batch in clips (default: %(default)s)")
+    clips.add_argument("--chunk-frames", type=int, default=CHUNK_FRAMES, metavar="N",
+                       help="with --ray: frames per chunk a Ray actor edits (plus smoothing margins; default: "
+                       "%(default)s); a killed run resumes from the chunks written")
     add_engines_option(parser)
     add_backend_options(parser, threads_scope=" (with --ray: per actor)")
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference batch (default: 1)")
@@ -130,22 +157,65 @@ def _edit(args: argparse.Namespace) -> int:
     choice = "largest" if args.largest_face else "all" if args.face is None else args.face
     inputs = collect_inputs(args.inputs)
     if not inputs:
-        return _usage_error(f"no image files in {' '.join(args.inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return _usage_error(f"no image or video files in {' '.join(args.inputs)} (looked for "
+                            f"{', '.join(INPUT_SUFFIXES)})")
+    clips, photos = [p for p in inputs if is_clip(p)], [p for p in inputs if not is_clip(p)]
     try:
-        run = FolderRun(inputs, args.out, args.attribute, args.alpha, args.suppress, args.batch, args.overwrite,
-                        args.grid, args.class_index, FaceOptions(args.aligned, choice, args.min_face))
+        frames = parse_frames(args.frames) if args.frames else None
+    except ValueError as error:
+        return _usage_error(str(error))
+    if clips and args.aligned:
+        return _usage_error("clips are edited from ordinary frames (faces tracked and aligned): leave out --aligned, "
+                            "or give photos only")
+    if clips and args.ray and (args.grid or frames):
+        return _usage_error("with --ray a clip is edited whole: leave out --grid and --frames (or --ray)")
+    if args.smooth < 1 or args.smooth % 2 == 0 or min(args.detect_every, args.clip_batch, args.chunk_frames) < 1:
+        return _usage_error("--smooth must be an odd number of frames (1 = none) and --detect-every, --clip-batch "
+                            "and --chunk-frames at least 1")
+    face_options = FaceOptions(args.aligned, choice, args.min_face)
+    try:
+        run = FolderRun(photos, args.out, args.attribute, args.alpha, args.suppress, args.batch, args.overwrite,
+                        args.grid, args.class_index, face_options)
         if args.ray:
-            return _edit_on_ray(args, run)
+            return _clips_and_photos_on_ray(args, run, clips)
         with Pipeline.load(args.engines, backend=args.backend, threads=args.threads, precision=args.precision,
                            memory_arena=args.memory_arena, device=args.device) as pipe:
             if pipe.untrained:
                 logging.getLogger("deghost.runtime").warning("%s", UNTRAINED_LABEL)
-            report = run_folder(pipe, run, args.workers, progress=not args.quiet)
+            report = run_folder(pipe, run, args.workers, progress=not args.quiet) if photos else None
+            clip_report = run_clips(pipe, clips, args.out, args.attribute, args.alpha, args.suppress, args.overwrite,
+                                    args.grid, args.class_index, face_options, frames, args.smooth,
+                                    args.detect_every, args.clip_batch, progress=not args.quiet) if clips else None
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))
-    print(summary(report, backends))
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return _print_summary(report, clip_report, backends)
+
+
+def _print_summary(report: FolderReport | None, clip_report: ClipsReport | None, backends: dict[str, str]) -> int:
+    if report is not None:
+        print(summary(report, backends))
+    if clip_report is not None:
+        print("\n".join(clip_report.lines()))
+    failed = (report is not None and report.failed) or (clip_report is not None and clip_report.failed)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _clips_and_photos_on_ray(args: argparse.Namespace, run: FolderRun, clips: list[Path]) -> int:
+    code = _edit_on_ray(args, run) if run.inputs else EXIT_OK
+    if not clips or code == EXIT_USAGE:
+        return code
+    from deghost.runtime.ray_cluster import RayMissingError
+
+    try:
+        report = run_clips_ray(args.engines, clips, args.out, args.attribute, args.alpha, args.suppress,
+                               args.overwrite, args.class_index, run.face_options, args.smooth, args.detect_every,
+                               args.clip_batch, args.chunk_frames, None if args.ray == RAY_LOCAL else args.ray,
+                               args.backend, args.threads, args.precision, args.device, args.ray_workers)
+    except (ValueError, BackendError, RayMissingError) as error:
+        return _usage_error(str(error))
+    print("\n".join(report.lines()))
+    return EXIT_FAILED if report.failed or code == EXIT_FAILED else EXIT_OK
 
 
 def _edit_on_ray(args: argparse.Namespace, run: FolderRun) -> int:

@@ -37,10 +37,12 @@ from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import NoFaceError
 from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
-from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, image_files, read_image, write_image
 from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, Edit, EditResult, FaceOptions, Pipeline
+from deghost.runtime.video.io import VIDEO_SUFFIXES
 
 log = logging.getLogger("deghost.runtime")
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what folders are searched for: photos and clips
 
 GRID = "grid"  # the output key of the comparison image
 
@@ -54,14 +56,14 @@ class StepError(Exception):
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files directly inside each folder (sorted; hidden ones skipped).
+    """Files as given, and the photos and clips directly inside each folder (sorted; hidden ones skipped).
 
     A path that does not exist stays in the list, so the run reports it as a failed input.
     """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += image_files(path)
+            found += image_files(path, INPUT_SUFFIXES)
         else:
             found.append(path)
     return list(dict.fromkeys(found))

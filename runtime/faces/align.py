@@ -61,7 +61,12 @@ def quad_transform(quad: np.ndarray, side: int) -> np.ndarray:
 
 def align_face(rgb: np.ndarray, points: tuple[np.ndarray, ...], side: int) -> Alignment:
     """rgb uint8 [H,W,3], points (eye_left, eye_right, mouth_left, mouth_right) → the aligned `side`² face."""
-    quad, qsize = ffhq_quad(*points)
+    return align_quad(rgb, ffhq_quad(*points)[0], side)
+
+
+def align_quad(rgb: np.ndarray, quad: np.ndarray, side: int) -> Alignment:
+    """The `side`² crop of a given quad [4,2] (a video's quad steadied over time, see deghost.runtime.video)."""
+    qsize = float(np.hypot(*(quad[3] - quad[0])))
     transform = quad_transform(quad, side)
     # Each step below changes the pixels sampled, never the geometry: `local` maps photo → working image.
     local = np.eye(3)

@@ -70,7 +70,21 @@ class FaceLandmarker:
                 break
         return points
 
-    def _refine(self, rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def follow(self, rgb: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
+        """The landmarks of the face that had `previous` [468,2] in the frame before (a video's tracking: no
+        detection), refined until they settle; None when the mesh no longer sees a face there."""
+        points = previous
+        for _ in range(MAX_REFINE_PASSES):
+            refined = self._refine(rgb, points, strict=True)
+            if refined is None:
+                return None
+            moved = np.abs(np.subtract(alignment_points(refined), alignment_points(points))).max()
+            points = refined
+            if moved < REFINE_TOLERANCE * np.ptp(points, axis=0).max():
+                break
+        return points
+
+    def _refine(self, rgb: np.ndarray, points: np.ndarray, strict: bool = False) -> np.ndarray | None:
         """The mean landmarks of the REFINE_CROPS placed on `points`' own levelled extent."""
         angle = _angle(points[EYE_OUTER_LEFT], points[EYE_OUTER_RIGHT])
         rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -80,7 +94,10 @@ class FaceLandmarker:
         size = float((hi - lo).max())
         meshes = [self._mesh(rgb, mean + rotation @ ((lo + hi) / 2 + np.asarray(shift) * size), size * scale, angle)
                   for scale, shift in REFINE_CROPS]
-        return np.mean([mesh for mesh, presence in meshes if presence >= MIN_PRESENCE] or [points], axis=0)
+        seen = [mesh for mesh, presence in meshes if presence >= MIN_PRESENCE]
+        if strict and not seen:  # strict: None when no crop sees a face (else the points come back unchanged)
+            return None
+        return np.mean(seen or [points], axis=0)
 
     def _mesh(self, rgb: np.ndarray, centre: np.ndarray, side: float, angle: float) -> tuple[np.ndarray, float]:
         matrix = crop_matrix(centre, side, angle)
