@@ -19,8 +19,10 @@ from deghost.apps.options import add_aligned_option, add_backend_options, add_en
 from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
+from deghost.runtime.limits import MAX_ALPHA
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, Pipeline
 
+from .. import refusals
 from .folder import IMAGE_SUFFIXES, FaceOptions, FolderReport, collect_inputs, run_folder
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -127,6 +129,9 @@ def _edit(args: argparse.Namespace) -> int:
         return _usage_error("--batch, --workers and --threads must be at least 1")
     if args.face is not None and args.face < 0 or args.min_face <= 0:
         return _usage_error("--face must be 0 or more and --min-face positive")
+    for alpha in args.alpha:
+        if not abs(alpha) <= MAX_ALPHA:  # NaN included
+            return _usage_error(refusals.alpha_out_of_range(alpha, "cli"))
     choice = "largest" if args.largest_face else "all" if args.face is None else args.face
     face_options = FaceOptions(aligned=args.aligned, faces=choice, min_face=args.min_face)
     inputs = collect_inputs(args.inputs)

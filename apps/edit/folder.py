@@ -40,12 +40,15 @@ from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
 from deghost.runtime.images import (
     IMAGE_SUFFIXES,
     ImageError,
+    TooLargeError,
     from_model_output,
     read_image,
     to_model_input,
     write_image,
 )
 from deghost.runtime.pipeline import UNTRAINED_LABEL, Edit, EditResult, Pipeline
+
+from .. import refusals
 
 log = logging.getLogger("deghost.runtime")
 
@@ -247,7 +250,11 @@ def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
     Raises ImageError (NoFaceError when the photo has no face to edit), StepError when face finding raised
     anything else."""
     start = time.perf_counter()
-    loaded = read_image(job.source)
+    try:
+        loaded = read_image(job.source)
+    except TooLargeError as error:  # refused from its size or header, before anything was decoded
+        raise TooLargeError(refusals.too_large(error, "cli", str(job.source)), error.what, error.amount,
+                            error.limit, error.size) from None
     side = pipe.preset.image_size
     for warning in loaded.warnings:
         log.warning("%s", warning)
@@ -259,7 +266,7 @@ def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
         try:
             job.faces = pipe.find_faces(loaded.rgb, options.faces, options.min_face)
         except NoFaceError as error:
-            raise NoFaceError(f"{job.source}: {error}") from error
+            raise NoFaceError(refusals.no_face(error, "cli", str(job.source)), error.min_face, error.size) from error
         except ImageError:
             raise
         except Exception as error:
