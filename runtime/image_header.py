@@ -16,6 +16,7 @@ _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
 _WIDTH, _HEIGHT, _ORIENTATION = 256, 257, 274  # TIFF / EXIF tags
 _QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations that transpose the image
 _MAX_IFD_ENTRIES = 4096  # a TIFF directory claiming more is corrupt; bounds the walk
+_MAX_JPEG_STEPS = 4096  # markers and fill bytes before the frame header; past it the decoder (and its cap) decide
 
 
 def header_size(data) -> tuple[int, int] | None:
@@ -42,7 +43,9 @@ def header_size(data) -> tuple[int, int] | None:
 
 def _jpeg(head: memoryview) -> tuple[int, int] | None:
     at, orientation = 2, 1
-    while at + 4 <= len(head):
+    for _ in range(_MAX_JPEG_STEPS):  # a file of fill bytes must not cost a Python step per byte
+        if at + 4 > len(head):
+            return None
         if head[at] != 0xFF:
             return None
         marker = head[at + 1]

@@ -104,6 +104,13 @@ def test_an_unknown_or_truncated_header_is_left_to_the_decoder():
     assert header_size(black_png(8, 100)[:20]) is None
 
 
+def test_the_header_walk_is_bounded_on_a_file_of_fill_bytes():
+    data = b"\xff\xd8" + b"\xff" * (16 * 2**20 - 2)  # legal JPEG padding, as much as an upload may carry
+    started = time.perf_counter()
+    assert header_size(data) is None
+    assert time.perf_counter() - started < UNDER_A_SECOND
+
+
 # -- refused before decoding, in every front end ----------------------------------------------------------
 
 

@@ -228,6 +228,24 @@ def test_service_answers_client_mistakes_with_4xx(service, tmp_path):
 
 
 
+def test_a_client_gone_mid_upload_leaves_nothing_running_and_the_service_answering(service):
+    import socket
+    import time
+
+    host, port = service.rsplit("//", 1)[1].split(":")
+    for _ in range(3):  # three uploads cut off after 1 KB of a declared 1 MB
+        with socket.create_connection((host, int(port)), timeout=30) as client:
+            client.sendall(b"POST /edit HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 1000000\r\n\r\n" + b"\0" * 1024)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the replica's count of edits in flight returns to 0 (never admitted)
+        health = json.loads(urllib.request.urlopen(f"{service}/health", timeout=30).read())
+        if health["in_flight"] == 0:
+            break
+        time.sleep(0.5)
+    assert health == {**health, "status": "ok", "in_flight": 0}
+
+
 @pytest.mark.slow
 def test_service_turns_a_request_storm_away_with_503_and_retry_after(service, tiny, tmp_path):
     from deghost.apps.serve.app import start_service
@@ -314,7 +332,8 @@ def test_a_replica_killed_mid_burst_leaves_no_request_answered_500_or_unanswered
         thread.start()
     burst.wait()
     time.sleep(1.0)  # the burst is on the replicas (16 edits of ~0.3 s, two at a time per replica)
-    replicas = [actor for actor in list_actors(filters=[("state", "=", "ALIVE")], timeout=30)
+    ours = ray.get_runtime_context().gcs_address  # other local Ray instances may run beside this one
+    replicas = [actor for actor in list_actors(address=ours, filters=[("state", "=", "ALIVE")], timeout=30)
                 if actor.class_name.startswith("ServeReplica:deghost-faults:EditService")]
     assert len(replicas) == 2, replicas
     os.kill(replicas[0].pid, signal.SIGKILL)
