@@ -6,3 +6,6 @@ graphs and TensorRT engines, `deghost.runtime` runs those engines without torch.
 """
 
 __version__ = "0.1.0"
+
+# Before any deghost module imports cv2: OpenCV reads its decoders' pixel cap once, when cv2 is loaded.
+from deghost.runtime import limits as _limits  # noqa: E402, F401

@@ -9,7 +9,7 @@ Importing this module caps OpenCV's decoders at MAX_PIXELS too: OpenCV reads OPE
 once, into a static of its imgcodecs module (loadsave.cpp, `static const size_t CV_IO_MAX_IMAGE_PIXELS =
 getConfigurationParameterSizeT(...)`), i.e. when cv2 is first imported; each decoder then refuses a
 header above it before allocating (validateInputImageSize, a cv::Exception). So the cap holds only when
-this module is imported before cv2 (deghost.runtime's __init__ does that); a header our reader and
+this module is imported before cv2 (the deghost package's __init__ does that); a header our reader and
 OpenCV's decoder read differently (a file that lies) is still refused.
 """
 
@@ -50,8 +50,8 @@ def cap_opencv_decoders() -> bool:
     if not (current.isdigit() and int(current) <= MAX_PIXELS):
         os.environ[OPENCV_PIXELS_VARIABLE] = str(MAX_PIXELS)
     if "cv2" in sys.modules:
-        log.warning("cv2 was imported before deghost.runtime: OpenCV's decoders are not capped at %s pixels "
-                    "(the header check still is); import deghost.runtime first", f"{MAX_PIXELS:,}")
+        log.warning("cv2 was imported before deghost: OpenCV's decoders are not capped at %s pixels "
+                    "(the header check still is); import deghost first", f"{MAX_PIXELS:,}")
         return False
     return True
 
