@@ -8,3 +8,6 @@ holds the facts every layer shares (docs/design.md §5).
 """
 
 __version__ = "0.1.0"
+
+# Before any deghost module imports cv2: OpenCV reads its decoders' pixel cap once, when cv2 is loaded.
+from deghost.runtime import limits as _limits  # noqa: E402, F401

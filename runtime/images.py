@@ -17,6 +17,9 @@ import numpy as np
 
 from deghost.files import atomic_write_bytes
 
+from .image_header import header_size
+from .limits import MAX_FILE_BYTES, MAX_PIXELS, LimitError
+
 MODEL_SIZE = 1024
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what folders are searched for
 
@@ -34,6 +37,16 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 class ImageError(ValueError):
     """An image file that cannot be read or written, or pixels of the wrong shape or type."""
+
+
+class TooLargeError(ImageError, LimitError):
+    """An image over MAX_PIXELS (`what` "pixels", `size` (width, height) when the header said it) or a
+    file over MAX_FILE_BYTES (`what` "bytes"), refused before its pixels are decoded."""
+
+    def __init__(self, message: str, what: str, amount: int | None, limit: int,
+                 size: tuple[int, int] | None = None):
+        LimitError.__init__(self, message, what, amount, limit)
+        self.size = size
 
 
 @dataclass
@@ -60,7 +73,9 @@ def read_image(path: str | Path) -> LoadedImage:
 
     Non-ASCII paths work: the bytes are read by numpy and decoded by OpenCV from memory.
     Raises ImageError for a missing file, a directory, an empty or undecodable file (also when
-    OpenCV raises cv2.error instead of returning nothing) and an unsupported sample type or channel count.
+    OpenCV raises cv2.error instead of returning nothing) and an unsupported sample type or channel count;
+    TooLargeError (an ImageError) for a file over MAX_FILE_BYTES, before it is read, or an image over
+    MAX_PIXELS, before it is decoded.
     """
     path = Path(path)
     return decode_image(_read_bytes(path), path)
@@ -69,6 +84,7 @@ def read_image(path: str | Path) -> LoadedImage:
 def decode_image(data: np.ndarray, path: str | Path) -> LoadedImage:
     """`read_image` on bytes already in memory (uint8 [N], N > 0), e.g. an upload; `path` names it in messages."""
     path = Path(path)
+    check_pixels(data, path)
     # IMREAD_UNCHANGED keeps 16-bit samples and alpha (so we can warn) but ignores EXIF
     # orientation. A JPEG has no alpha, and it is where orientation tags live, so JPEGs are decoded
     # with ANYDEPTH|ANYCOLOR instead, the flags under which OpenCV applies the orientation itself.
@@ -78,6 +94,8 @@ def decode_image(data: np.ndarray, path: str | Path) -> LoadedImage:
         decoded = cv2.imdecode(data, flags)
         refusal = ""
     except cv2.error as error:  # some headers (e.g. more pixels than OpenCV allows) raise instead of None
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):  # the decoder's cap (limits.py): a header that lied to ours
+            raise TooLargeError(_too_many_pixels(path, None), "pixels", None, MAX_PIXELS) from None
         decoded, refusal = None, f" (OpenCV: {str(error).strip().splitlines()[-1]})"
     if decoded is None or decoded.size == 0:
         raise ImageError(
@@ -92,12 +110,30 @@ def decode_image(data: np.ndarray, path: str | Path) -> LoadedImage:
         raise ImageError(f"{path} decoded into pixels OpenCV cannot convert ({error}); re-save it as PNG") from error
 
 
+def check_pixels(data: np.ndarray, path: str | Path) -> None:
+    """TooLargeError when the file's header (image_header.header_size) claims more than MAX_PIXELS.
+    Reads the header only: the cost does not grow with the size claimed."""
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise TooLargeError(_too_many_pixels(path, size), "pixels", size[0] * size[1], MAX_PIXELS, size)
+
+
+def _too_many_pixels(path: str | Path, size: tuple[int, int] | None) -> str:
+    claimed = f"is {size[0]}×{size[1]} pixels," if size else "decodes to"
+    return f"{path} {claimed} more than the {MAX_PIXELS:,} pixels allowed (MAX_PIXELS); resize it first"
+
+
 def _read_bytes(path: Path) -> np.ndarray:
     """The file's bytes as uint8 [N], N > 0."""
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an image file; pass one of the files in it")
     if not path.exists():
         raise ImageError(f"{path} does not exist; check the path")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise TooLargeError(f"{path} is {size:,} bytes, more than the {MAX_FILE_BYTES:,} an image within "
+                            f"{MAX_PIXELS:,} pixels can be (MAX_FILE_BYTES); resize it first", "bytes", size,
+                            MAX_FILE_BYTES)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:

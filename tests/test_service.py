@@ -68,6 +68,24 @@ def test_bad_parameters_are_400s_that_say_what_is_allowed(query, words):
     assert raised.value.status == 400 and words in str(raised.value)
 
 
+class LocalHandle:
+    """Stands in for Ray's DeploymentHandle to the replicas: `answer.remote(...)` calls `answer` here, in this
+    process (each call takes the next of `answers`, when given, to play a replica that died)."""
+
+    def __init__(self, answer, answers=()):
+        self.calls, self._answer, self._answers = 0, answer, list(answers)
+        self.answer = self
+
+    def remote(self, *call):
+        self.calls += 1
+        planned = self._answers.pop(0) if self._answers else None
+        if isinstance(planned, BaseException):
+            async def died():
+                raise planned
+            return died()
+        return self._answer(*call)
+
+
 @pytest.fixture(scope="module")
 def photo_service(request):
     """The Serve deployment's class (one replica, photo mode) answering HTTP in this process: a starlette
@@ -78,7 +96,7 @@ def photo_service(request):
     testclient = pytest.importorskip("starlette.testclient", reason="starlette's TestClient needs httpx")
     from starlette.requests import Request
 
-    from deghost.apps.serve.app import EditService
+    from deghost.apps.serve.app import EditFront, EditService
     from deghost.runtime.pipeline import Pipeline
 
     with pytest.MonkeyPatch.context() as patch:
@@ -88,8 +106,10 @@ def photo_service(request):
     async def unbatched(item):
         return (await service._run_batch([item]))[0]
 
+    front = EditFront(LocalHandle(service.answer))
+
     async def app(scope, receive, send):
-        response = await service(Request(scope, receive))
+        response = await front(Request(scope, receive))
         await response(scope, receive, send)
 
     service._edit_batch = unbatched
@@ -171,3 +191,39 @@ def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path):
     with pytest.raises(DiskFullError) as raised, disk_full_reported(target, []):
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
     assert "no space left" in write_failure(raised.value)
+
+
+@pytest.mark.parametrize("deaths, status, calls", [(1, 200, 2), (2, 503, 2)])
+def test_a_request_whose_replica_died_runs_on_another_or_is_answered_503_with_retry_after(deaths, status, calls):
+    """The front's answer when the replica running the request dies (Ray raises ActorDiedError, a RayActorError,
+    to the handle's caller; its proxy would answer 500): one retry on another replica, then 503."""
+    pytest.importorskip("ray.serve", reason="Ray is an optional extra: pip install 'deghost[ray]'")
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+
+    from deghost.apps.serve.app import RETRY_AFTER_S, EditFront
+
+    async def healthy(*call):
+        return 200, "application/json", "{}", None
+
+    handle = LocalHandle(healthy, [ActorDiedError()] * deaths)
+    answer = asyncio.run(EditFront(handle, request_timeout_s=30)._forward("health", "GET", {}, b""))
+    assert answer[0] == status and handle.calls == calls
+    if status == 503:
+        assert answer[3] == {"Retry-After": str(RETRY_AFTER_S)} and "unavailable" in answer[2]
+
+
+def test_a_replica_that_does_not_answer_in_time_is_a_503_not_a_wait():
+    pytest.importorskip("ray.serve", reason="Ray is an optional extra: pip install 'deghost[ray]'")
+    import asyncio
+    import time
+
+    from deghost.apps.serve.app import EditFront
+
+    async def stuck(*call):
+        await asyncio.sleep(60)
+
+    started = time.perf_counter()
+    answer = asyncio.run(EditFront(LocalHandle(stuck), request_timeout_s=0.2)._forward("edit", "POST", {}, b"x"))
+    assert answer[0] == 503 and "within 0.2 s" in answer[2] and time.perf_counter() - started < 30

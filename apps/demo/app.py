@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.images import ImageError
+from deghost.runtime.limits import MAX_ALPHA, MAX_UPLOAD_BYTES
 
 from .session import (
     CHOOSABLE_MODES,
@@ -26,8 +27,6 @@ from .session import (
 )
 
 INSTALL_HINT = "the demo needs Gradio, an optional extra: pip install 'deghost[demo]'"
-ALPHA_LIMIT = 40  # the slider's range is ±this; the paper's edits use |α| ≤ 30
-MAX_UPLOAD = "25mb"
 ABOUT = """\
 # deghost: face-attribute editing with fast ghosting suppression
 Upload a photo (or pick a sample), choose an attribute and its strength α, and press **Edit**.
@@ -64,7 +63,7 @@ def build_app(session: DemoSession):
                                      label="or a sample photo (used when nothing is uploaded)")
                 attribute = gr.Radio(session.attribute_choices, label="attribute", elem_id="attribute",
                                      value="smile" if "smile" in attributes else attributes[0])
-                alpha = gr.Slider(-ALPHA_LIMIT, ALPHA_LIMIT, value=DEFAULT_ALPHA, step=1, elem_id="alpha",
+                alpha = gr.Slider(-MAX_ALPHA, MAX_ALPHA, value=DEFAULT_ALPHA, step=1, elem_id="alpha",
                                   label="α: edit strength (negative: the opposite direction)")
                 titles = dict(VIEW_MODES)
                 modes = gr.CheckboxGroup([(titles[m], m) for m in CHOOSABLE_MODES], value=list(DEFAULT_MODES),
@@ -138,7 +137,7 @@ def launch(app, host: str = "127.0.0.1", port: int | None = None, block: bool = 
     for attempt in range(1, tries + 1):
         try:
             app.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-                       max_file_size=MAX_UPLOAD, prevent_thread_lock=not block, quiet=False, show_error=True)
+                       max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=not block, quiet=False, show_error=True)
             return
         except OSError:
             if attempt == tries:

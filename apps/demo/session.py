@@ -23,10 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deghost.runtime.faces import NoFaceError
 from deghost.runtime.grid import make_grid
-from deghost.runtime.images import ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.images import ImageError, TooLargeError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.limits import MAX_ALPHA, MAX_UPLOAD_BYTES
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 
+from .. import refusals
 from .attributes import attribute_choices
 
 # Figure 2's columns after the original, as (suppress mode, title); "none" is the fused image F_fused.
@@ -103,10 +106,17 @@ class DemoSession:
 
     def read(self, path: str | Path) -> tuple[np.ndarray, list[str]]:
         """An uploaded file → (RGB uint8, warnings); ImageError names the file by its name only
-        (uploads live under random temporary paths that mean nothing to the person)."""
+        (uploads live under random temporary paths that mean nothing to the person). The service's
+        limits hold here too: bytes before the file is read, pixels before it is decoded (TooLargeError)."""
         path = Path(path)
         try:
+            size = path.stat().st_size if path.is_file() else 0
+            if size > MAX_UPLOAD_BYTES:
+                raise TooLargeError("", "bytes", size, MAX_UPLOAD_BYTES)
             loaded = read_image(path)
+        except TooLargeError as error:
+            raise TooLargeError(refusals.too_large(error, "web", path.name), error.what, error.amount, error.limit,
+                                error.size) from None
         except ImageError as error:
             raise ImageError(str(error).replace(str(path), path.name)) from None
         return loaded.rgb, loaded.warnings
@@ -120,10 +130,16 @@ class DemoSession:
         fit for the page."""
         if attribute not in self._choices:
             raise ValueError(f"unknown attribute {attribute!r}; choose one of {', '.join(self.attributes)}")
+        if not np.isfinite(float(alpha)) or abs(float(alpha)) > MAX_ALPHA:  # what the service refuses too
+            raise ValueError(refusals.alpha_out_of_range(alpha, "web"))
         modes = ["none", *dict.fromkeys(m for m in modes if m != "none")]
         with self._lock:
             started = time.perf_counter()
-            result, photos, found = self._edit(photo, self._choices[attribute].source, float(alpha), modes, faces)
+            try:
+                result, photos, found = self._edit(photo, self._choices[attribute].source, float(alpha), modes,
+                                                   faces)
+            except NoFaceError as error:
+                raise NoFaceError(refusals.no_face(error, "web", name), error.min_face, error.size) from None
             seconds = time.perf_counter() - started
         side = self.pipe.preset.image_size
         mask = result.mask[0, 0]

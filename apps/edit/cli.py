@@ -17,12 +17,14 @@ from tqdm import tqdm
 from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import MIN_FACE
+from deghost.runtime.limits import MAX_ALPHA
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 from deghost.runtime.video.chunks import CHUNK_FRAMES
 from deghost.runtime.video.edit import DEFAULT_BATCH as CLIP_BATCH
 from deghost.runtime.video.smooth import DEFAULT_WINDOW
 from deghost.runtime.video.track import DETECT_EVERY
 
+from .. import refusals
 from ..exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
 from ..options import add_aligned_option, add_backend_options, add_engines_option
 from .clips import ClipsReport, is_clip, parse_frames, run_clips, run_clips_ray
@@ -154,6 +156,9 @@ def _edit(args: argparse.Namespace) -> int:
         return _usage_error("--batch, --workers and --threads must be at least 1")
     if args.face is not None and args.face < 0 or args.min_face <= 0:
         return _usage_error("--face must be 0 or more and --min-face positive")
+    for alpha in args.alpha:
+        if not abs(alpha) <= MAX_ALPHA:  # NaN included
+            return _usage_error(refusals.alpha_out_of_range(alpha, "cli"))
     choice = "largest" if args.largest_face else "all" if args.face is None else args.face
     inputs = collect_inputs(args.inputs)
     if not inputs:

@@ -37,9 +37,19 @@ from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.faces import NoFaceError
 from deghost.runtime.grid import FIGURE2_COLUMNS, make_grid
-from deghost.runtime.images import IMAGE_SUFFIXES, ImageError, from_model_output, image_files, read_image, write_image
+from deghost.runtime.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    TooLargeError,
+    from_model_output,
+    image_files,
+    read_image,
+    write_image,
+)
 from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, Edit, EditResult, FaceOptions, Pipeline
 from deghost.runtime.video.io import VIDEO_SUFFIXES
+
+from .. import refusals
 
 log = logging.getLogger("deghost.runtime")
 INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what folders are searched for: photos and clips
@@ -236,13 +246,17 @@ def decode(job: Job, pipe: Pipeline, options: FaceOptions) -> float:
     Raises ImageError (NoFaceError when the photo has no face to edit), StepError when face finding raised
     anything else."""
     start = time.perf_counter()
-    loaded = read_image(job.source)
+    try:
+        loaded = read_image(job.source)
+    except TooLargeError as error:  # refused from its size or header, before anything was decoded
+        raise TooLargeError(refusals.too_large(error, "cli", str(job.source)), error.what, error.amount,
+                            error.limit, error.size) from None
     for warning in loaded.warnings:
         log.warning("%s", warning)
     try:
         job.crops = pipe.crops(loaded.rgb, options)
     except NoFaceError as error:
-        raise NoFaceError(f"{job.source}: {error}") from error
+        raise NoFaceError(refusals.no_face(error, "cli", str(job.source)), error.min_face, error.size) from error
     except ImageError:
         raise
     except Exception as error:

@@ -14,7 +14,13 @@ Who answers 503, with what:
   (a burst faster than the replicas turn requests away): text "Request dropped due to backpressure …",
   Retry-After RETRY_AFTER_S (deployment_options; Ray before 2.58 cannot add it and sends none);
 - Ray's proxy, when the deployment has no replica that can run (it failed to deploy, or is being deleted):
-  text "… is unavailable because it failed to deploy.", no Retry-After: an outage, not load.
+  text "… is unavailable because it failed to deploy.", no Retry-After: an outage, not load;
+- the front (`EditFront`), when the replica running a request died (its process killed, out of memory) and a
+  retry on a live replica (FORWARD_TRIES in all) died too, or no replica answered within `request_timeout_s`:
+  JSON {"error": "unavailable: …"}, Retry-After RETRY_AFTER_S. Ray's proxy would answer such a request 500
+  (http_util.get_http_response_status: RayActorError → 500), so HTTP meets a thin front deployment that
+  calls the replicas through a handle and never the replicas themselves. An edit has no side effects:
+  running it again on another replica is safe.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ RETRY_AFTER_S = 1  # what a client told 503 should wait before retrying (the rep
 BATCH_HEADER = "X-Deghost-Batch-Size"
 ROOM_BESIDE_EDITS = 4  # requests a replica takes beyond its admitted edits: /health, and edits it turns away
 QUEUED_PER_ADMITTED = 4  # the proxy's bound on waiting requests, per admitted edit
+FORWARD_TRIES = 2  # a request whose replica died runs once more, on another replica
+REQUEST_TIMEOUT_S = 120.0  # the longest the front waits for a replica's answer (per try); then 503
 
 log = logging.getLogger(__name__)
 
@@ -73,34 +81,32 @@ class EditService:
 
         self._edit_batch = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=BATCH_WAIT_S)(self._run_batch)
 
-    async def __call__(self, request):  # starlette Request → Response
-        from starlette.responses import JSONResponse
-
-        route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-        if request.method == "GET" and route == "health":
-            return JSONResponse({"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes)})
-        if request.method == "GET" and route == "manifest":
-            return JSONResponse(self.summary)
+    async def answer(self, route: str, method: str, query: dict, body: bytes) -> tuple:
+        """One request, as `EditFront` passes it → (status, media type, body, headers)."""
+        if method == "GET" and route == "health":
+            return _json(200, {"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes)})
+        if method == "GET" and route == "manifest":
+            return _json(200, self.summary)
         if route == "edit":
-            if request.method != "POST":
-                return _error("POST the image file to /edit", 405)
-            return await self._edit(request)
-        return _error(f"no endpoint {request.url.path}; use POST /edit, GET /health or GET /manifest", 404)
+            if method != "POST":
+                return _json(405, {"error": "POST the image file to /edit"})
+            return await self._edit(query, body)
+        return _json(404, {"error": f"no endpoint /{route}; use POST /edit, GET /health or GET /manifest"})
 
-    async def _edit(self, request):
+    async def _edit(self, query: dict, body: bytes) -> tuple:
         if self.admitted >= self.queue_limit:
-            return _error(f"busy: {self.admitted} edits in progress; retry after {RETRY_AFTER_S} s", 503,
-                          {"Retry-After": str(RETRY_AFTER_S)})
+            return _json(503, {"error": f"busy: {self.admitted} edits in progress; retry after {RETRY_AFTER_S} s"},
+                         {"Retry-After": str(RETRY_AFTER_S)})
         self.admitted += 1
         try:
-            params = parse_params(request.query_params, self.pipe.attributes)
-            rgb = decode_upload(await _read_body(request))
+            params = parse_params(query, self.pipe.attributes)
+            rgb = decode_upload(body)
             edited, batch = await self._edit_batch((rgb, params))
             if isinstance(edited, ClientError):
                 raise edited
-            return _response(encode_png(edited), 200, "image/png", {BATCH_HEADER: str(batch)})
+            return 200, "image/png", encode_png(edited), {BATCH_HEADER: str(batch)}
         except ClientError as error:
-            return _error(str(error), error.status)
+            return _json(error.status, {"error": str(error)})
         finally:
             self.admitted -= 1
 
@@ -118,6 +124,47 @@ class EditService:
             for i, result in zip(members, edited, strict=True):
                 answers[i] = (result, len(members))
         return answers
+
+
+class EditFront:
+    """What HTTP meets: reads the upload (413 past MAX_UPLOAD_BYTES before reading on), hands it to an
+    `EditService` replica through a handle and turns a dead replica into a retry or a 503 (module docstring)."""
+
+    def __init__(self, service, request_timeout_s: float = REQUEST_TIMEOUT_S):
+        self.service, self.request_timeout_s = service, request_timeout_s
+
+    async def __call__(self, request):  # starlette Request → Response
+        from starlette.requests import ClientDisconnect
+
+        route = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            body = await _read_body(request) if request.method == "POST" and route == "edit" else b""
+        except ClientError as error:
+            return _response(*_json(error.status, {"error": str(error)}))
+        except ClientDisconnect:  # gone mid-upload: nothing reaches a replica, nobody reads an answer
+            return _response(*_json(499, {"error": "the client disconnected during the upload"}))
+        return _response(*await self._forward(route, request.method, dict(request.query_params), body))
+
+    async def _forward(self, *call) -> tuple:
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError
+
+        for _ in range(FORWARD_TRIES):
+            try:
+                return await asyncio.wait_for(self.service.answer.remote(*call), self.request_timeout_s)
+            except RayActorError as error:  # ActorDiedError, ActorUnavailableError: the replica went away
+                log.warning("a replica died with a request (%s); %s", type(error).__name__,
+                            "trying another" if _ < FORWARD_TRIES - 1 else "answering 503")
+            except BackPressureError:
+                return _unavailable("busy: every replica's queue is full")
+            except TimeoutError:
+                return _unavailable(f"no replica answered within {self.request_timeout_s:g} s")
+        return _unavailable("the replica running the request stopped")
+
+
+def _unavailable(why: str) -> tuple:
+    return _json(503, {"error": f"unavailable: {why}; retry after {RETRY_AFTER_S} s"},
+                 {"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _read_body(request) -> bytes:
@@ -139,11 +186,11 @@ async def _read_body(request) -> bytes:
     return bytes(data)
 
 
-def _error(message: str, status: int, headers: dict | None = None):
-    return _response(json.dumps({"error": message}), status, "application/json", headers)
+def _json(status: int, payload: dict, headers: dict | None = None) -> tuple:
+    return status, "application/json", json.dumps(payload), headers
 
 
-def _response(body: bytes | str, status: int, media_type: str, headers: dict | None = None):
+def _response(status: int, media_type: str, body: bytes | str, headers: dict | None = None):
     from starlette.responses import Response
 
     return Response(body, status_code=status, media_type=media_type, headers=headers)
@@ -154,18 +201,20 @@ def start_service(engines: str | Path, replicas: int = 1, host: str = LOCAL_HOST
                   queue_limit: int = DEFAULT_QUEUE,
                   aligned: bool = False, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
                   app_name: str = APP_NAME, route_prefix: str = "/", precision: str | None = None,
-                  device: str = "auto") -> str:
+                  device: str = "auto", request_timeout_s: float = REQUEST_TIMEOUT_S) -> str:
     """Deploy the service on the connected Ray cluster → the server's base URL (the app answers under
-    `route_prefix`). Stop it with `serve.shutdown()`."""
+    `route_prefix`). Stop it with `serve.shutdown()`. HTTP meets one `EditFront` (no CPU reserved: it only
+    reads uploads and waits), which bounds the whole service as the replicas bound themselves."""
     require_ray("deghost serve")
     from ray import serve
 
     Pipeline.load(engines)  # a missing or broken manifest fails here, with its message, not in a replica
     serve.start(http_options={"host": host, "port": port})
-    deployment = serve.deployment(EditService).options(
+    service = serve.deployment(EditService).options(
         **deployment_options(replicas, queue_limit, cpus_per_replica, gpus_per_replica))
-    serve.run(deployment.bind(str(engines), backend, threads, max_batch, queue_limit, aligned, precision, device),
-              name=app_name, route_prefix=route_prefix)
+    front = serve.deployment(EditFront).options(**deployment_options(1, replicas * queue_limit, 0, 0))
+    bound = service.bind(str(engines), backend, threads, max_batch, queue_limit, aligned, precision, device)
+    serve.run(front.bind(bound, request_timeout_s), name=app_name, route_prefix=route_prefix)
     return f"http://{host}:{port}"
 
 

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 
 from deghost.runtime.directions import DEFAULT_ALPHA
-from deghost.runtime.images import ImageError, decode_image
+from deghost.runtime.images import ImageError, TooLargeError, decode_image
+from deghost.runtime.limits import MAX_ALPHA, MAX_PIXELS, MAX_UPLOAD_BYTES
 from deghost.runtime.pipeline import SUPPRESS_MODES, FaceOptions, Pipeline
 
-MAX_UPLOAD_BYTES = 16 * 2**20  # one photo, even a large JPEG or PNG, fits; more is a mistake or an attack
-MAX_PIXELS = 40_000_000  # decoded size limit (a small PNG can decode to gigabytes)
-MAX_ALPHA = 100.0  # |alpha| beyond this leaves the latent space StyleGAN2 renders faces from
+from .. import refusals
+
 UPLOAD_NAME = "upload"  # how the uploaded image is named in messages
 
 
@@ -54,7 +54,7 @@ def parse_params(query: Mapping[str, str], attributes: Sequence[str]) -> EditPar
     except ValueError:
         raise ClientError(f"alpha must be a number; got {query.get('alpha')!r}") from None
     if not math.isfinite(alpha) or abs(alpha) > MAX_ALPHA:
-        raise ClientError(f"alpha must be a finite number in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}]; got {alpha}")
+        raise ClientError(refusals.alpha_out_of_range(alpha, "http"))
     suppress = query.get("suppress", EditParams.suppress)
     if suppress not in SUPPRESS_MODES:
         raise ClientError(f"unknown suppress mode {suppress!r}; available: {', '.join(SUPPRESS_MODES)}")
@@ -62,23 +62,23 @@ def parse_params(query: Mapping[str, str], attributes: Sequence[str]) -> EditPar
 
 
 def decode_upload(data: bytes) -> np.ndarray:
-    """An uploaded image file's bytes → RGB uint8 [H,W,3]; ClientError (413 too large, 400 not an image)."""
+    """An uploaded image file's bytes → RGB uint8 [H,W,3]; ClientError (413 too large, 400 not an image).
+
+    Too many pixels is refused from the file's header, before anything is decoded (images.check_pixels)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise ClientError(too_large_message(len(data)), status=413)
     if not data:
         raise ClientError("the request carries no image; send the image file as the request body", status=400)
     try:
-        rgb = decode_image(np.frombuffer(data, dtype=np.uint8), UPLOAD_NAME).rgb
+        return decode_image(np.frombuffer(data, dtype=np.uint8), UPLOAD_NAME).rgb
+    except TooLargeError as error:
+        raise ClientError(refusals.too_large(error, "http", "the upload"), status=413) from None
     except ImageError as error:
         raise ClientError(str(error), status=400) from None
-    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
-        raise ClientError(f"the image has {rgb.shape[1]}×{rgb.shape[0]} pixels, more than {MAX_PIXELS:,}; "
-                          "send a smaller one", status=413)
-    return rgb
 
 
 def too_large_message(size: int) -> str:
-    return f"the upload is {size:,} bytes, more than the {MAX_UPLOAD_BYTES:,} allowed; send a smaller image"
+    return refusals.upload_too_large(size, "http")
 
 
 def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
@@ -90,8 +90,8 @@ def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
     unusable pixels is answered 422 alone.
     """
     done = pipe.edit_inputs(list(photos), params.attribute, params.alpha, params.suppress, FaceOptions(aligned))
-    return [ClientError(str(d), status=422) if isinstance(d, ImageError) else d.photos[params.suppress][0]
-            for d in done]
+    return [ClientError(refusals.word(d, "http", "the upload"), status=422) if isinstance(d, ImageError)
+            else d.photos[params.suppress][0] for d in done]
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -112,4 +112,5 @@ def manifest_summary(pipe: Pipeline) -> dict:
         "untrained": pipe.untrained,
         "max_upload_bytes": MAX_UPLOAD_BYTES,
         "max_alpha": MAX_ALPHA,
+        "max_pixels": MAX_PIXELS,
     }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..images import ImageError, check_rgb_uint8
+from ..limits import MAX_FACES, MIN_FACE_FRACTION
 from .align import align_face
 from .detector import FaceDetector, iou
 from .landmarks import FaceLandmarker, alignment_points
@@ -25,7 +26,18 @@ FaceChoice = str | int  # "all", "largest" or the index of one face (left to rig
 
 
 class NoFaceError(ImageError):
-    """A photo in which no face (of the size asked for) was found."""
+    """A photo in which no face (of the size asked for) was found: `min_face` the smallest face searched
+    for (px) and `size` the photo's (width, height), None when a face number asked for is not there."""
+
+    def __init__(self, message: str, min_face: float | None = None, size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.min_face, self.size = min_face, size
+
+
+def searched_min_face(width: int, height: int, min_face: float) -> float:
+    """The smallest face searched for in a width×height photo: `min_face`, or MIN_FACE_FRACTION of the
+    long side when that is larger, so a huge photo is searched on a reduced copy (limits.py)."""
+    return max(float(min_face), MIN_FACE_FRACTION * max(width, height))
 
 
 @dataclass
@@ -54,22 +66,29 @@ class FaceFinder:
     def find(self, rgb: np.ndarray, side: int, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
         """The chosen faces of rgb uint8 [H,W,3], aligned at `side`², ordered left to right.
 
+        `min_face` is raised to MIN_FACE_FRACTION of the photo's long side (`searched_min_face`), and at
+        most MAX_FACES faces (the largest) are returned: a photo's cost is bounded (limits.py).
         Raises NoFaceError when there is none of at least `min_face` px, or `faces` names one that is
         not there."""
         check_rgb_uint8(rgb, "find faces: photo")
+        height, width = rgb.shape[:2]
+        min_face = searched_min_face(width, height, min_face)
         found = []
-        for detection in self.detector.detect(rgb, min_face):
-            if detection.size < min_face:
-                continue
+        # Landmarks for the largest detections only: their count bounds the mesh runs (duplicates and
+        # misses among them are why there are twice MAX_FACES).
+        detections = sorted((d for d in self.detector.detect(rgb, min_face) if d.size >= min_face),
+                            key=lambda d: -d.size)[: 2 * MAX_FACES]
+        for detection in detections:
             landmarks = self.landmarker.landmarks(rgb, detection)
             if landmarks is not None:
                 found.append((detection, landmarks))
         if not found:
-            height, width = rgb.shape[:2]
             raise NoFaceError(f"no face of at least {min_face:g} px found in the {width}x{height} photo; "
-                              "use a photo with a visible frontal face, a smaller --min-face, or --aligned for "
-                              "an already aligned face crop")
-        found = sorted(_distinct(found), key=lambda pair: pair[0].box[0])
+                              "use a photo with a visible frontal face, a smaller min_face, or aligned input "
+                              "(an already aligned face crop)", min_face, (width, height))
+        # the MAX_FACES largest: each face is one more pass of every stage
+        found = sorted(_distinct(found), key=lambda pair: -pair[0].size)[:MAX_FACES]
+        found = sorted(found, key=lambda pair: pair[0].box[0])
         chosen = _choose(found, faces)
         return [Face(box=d.box, score=d.score, landmarks=lm, **_aligned(rgb, lm, side)) for d, lm in chosen]
 
