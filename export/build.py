@@ -187,10 +187,14 @@ class Builder:
 
     def bf16_accuracy(self, stage: Stage, fp32: Artifact) -> None:
         """Record the FP32 graph's bf16 error on OpenVINO (the runtime then runs bf16 only where it is in
-        bound); skipped without OpenVINO (the runtime measures it on first use) or when already recorded."""
-        from deghost.runtime.backends.openvino import RECORD, bf16_accuracy, unavailable_reason
+        bound); skipped without OpenVINO or bf16 instructions (a CPU without them computes "bf16" in f32, so
+        its error would read 0; the runtime measures it on first use where bf16 runs), or when already recorded."""
+        from deghost.runtime.backends.openvino import RECORD, bf16_accuracy, cpu_bf16_missing, unavailable_reason
 
         if RECORD in fp32.validation or unavailable_reason() is not None:
+            return
+        if cpu_bf16_missing():
+            self.log(f"{stage.name}: bf16 error not recorded: {cpu_bf16_missing()}")
             return
         record = bf16_accuracy(self.manifest.file_of(fp32), stage.name, self.preset.name)
         fp32.validation[RECORD] = record

@@ -12,6 +12,7 @@ from deghost.runtime.images import from_model_output, read_image, to_model_input
 from deghost.runtime.pipeline import Pipeline
 from deghost.training.evaluation import evaluate, weights
 from deghost.training.evaluation.metrics import mae, psnr, ssim, to_unit_float
+from tests.helpers.cpu_bf16 import needs_cpu_bf16
 from tests.helpers.eval_cli import read_csv, run_eval
 from tests.helpers.metric_weights import accepting, write_all
 
@@ -145,6 +146,7 @@ def test_outputs_without_references_and_a_missing_face_folder_are_refused(tmp_pa
     assert "does not exist" in capsys.readouterr().err
 
 
+@needs_cpu_bf16
 def test_precision_reaches_the_pipeline_bf16_scores_differ_from_fp32_by_rounding_only(faces, tiny_onnx_dir, tmp_path,
                                                                                     capsys, pipelines_on_the_cpu):
     pytest.importorskip("openvino", reason="bf16 runs on OpenVINO: pip install deghost[openvino]")

@@ -16,6 +16,7 @@ from deghost.runtime.backends import openvino as ov_backend
 from deghost.runtime.images import read_image
 from deghost.runtime.pipeline import Pipeline
 from deghost.stages import example_feeds, stage_table
+from tests.helpers.cpu_bf16 import bf16_missing, needs_cpu_bf16
 from tests.test_runtime_cli import ASTRONAUT, parser
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install deghost[openvino]")
@@ -57,6 +58,7 @@ def test_openvino_f32_equals_onnxruntime_on_the_tiny_pipeline(tiny_onnx_dir):
     assert relative(output, reference) <= F32_TOLERANCE
 
 
+@needs_cpu_bf16
 def test_openvino_bf16_stays_within_the_sum_of_the_recorded_bounds_of_its_bf16_stages(tiny_onnx_dir):
     reference, _ = edited(str(tiny_onnx_dir), "onnxruntime", "fp32")
     output, stages = edited(str(tiny_onnx_dir), "openvino", "bf16")
@@ -69,6 +71,7 @@ def test_openvino_bf16_stays_within_the_sum_of_the_recorded_bounds_of_its_bf16_s
     assert 0 < relative(output, reference)  # bf16 did run: the outputs are not bit-identical to FP32
 
 
+@needs_cpu_bf16
 def test_a_stage_whose_bf16_error_is_out_of_bound_runs_f32_and_says_why(tiny_onnx_dir):
     manifest = Manifest.load(tiny_onnx_dir)
     for stage in ("encoder", "diffcam"):
@@ -156,6 +159,7 @@ def test_edit_serve_and_demo_share_the_backend_options(command):
                                                                                        True)
 
 
+@needs_cpu_bf16
 def test_a_service_replica_runs_in_the_precision_asked_for(tiny_onnx_dir):
     pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'deghost[ray]'")
     from deghost.apps.serve.app import EditService
@@ -166,3 +170,15 @@ def test_a_service_replica_runs_in_the_precision_asked_for(tiny_onnx_dir):
     finally:
         replica.pipe.close()
     assert stages["encoder"] == "openvino/cpu bf16" and stages["diffcam"] == "openvino/cpu fp32"  # over its bound
+
+
+def test_on_a_cpu_without_bf16_a_bf16_request_runs_f32_and_says_why(tiny_onnx_dir):
+    """A CPU without bf16 instructions would silently compute OpenVINO's bf16 in f32; deghost says so."""
+    missing = bf16_missing()
+    if missing is None:
+        pytest.skip("this CPU computes bf16: the refusal to pretend is tested on a CPU without it")
+    manifest = Manifest.load(tiny_onnx_dir)
+    backend = open_backend(manifest, "suppressor", "openvino", "bf16", device="cpu")
+    assert (backend.precision, backend.runs_in) == ("bf16", "fp32")
+    assert "this CPU has no bf16 instructions" in backend.why and backend.why.endswith("runs f32")
+    assert "BF16" not in backend.why.split("capabilities: ")[1]  # the capabilities OpenVINO listed, without it

@@ -15,6 +15,7 @@ from deghost.apps.options import add_backend_options
 from deghost.runtime.images import read_image, write_image
 from deghost.training.cli import add_train_command, config_from_args
 from deghost.training.config import SuppressorConfig
+from tests.helpers.cpu_bf16 import needs_cpu_bf16
 
 ASTRONAUT = Path(__file__).parent / "data" / "images" / "astronaut.png"
 
@@ -84,6 +85,7 @@ def test_each_train_command_explains_itself(command, capsys):
         assert default_of(words, "--steps") == "2"
 
 
+@needs_cpu_bf16
 def test_synthesize_runs_the_pipeline_on_the_backend_and_precision_asked_for(tmp_path, tiny_onnx_dir, capsys):
     """The same two sources through ONNX Runtime fp32 and OpenVINO bf16: the same draws, fused images that
     differ by bf16 rounding only; bf16 on ONNX Runtime is refused (the options reach the pipeline)."""

@@ -81,6 +81,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def cpu_bf16_missing() -> str | None:
+    """Why this CPU cannot compute bf16 (OpenVINO would silently run f32 instead), or None when it can."""
+    capabilities = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" in capabilities:
+        return None
+    return f"this CPU has no bf16 instructions (OpenVINO's CPU capabilities: {', '.join(capabilities)})"
+
+
 def compile_config(precision: str, threads: int | None = None) -> dict:
     """The CPU plugin's properties for a stage at `precision` ("fp32"/"bf16"), latency-tuned."""
     if precision not in OPENVINO_PRECISIONS:
@@ -180,7 +188,8 @@ class OpenVinoBackend(ManifestNames):
     """One stage's ONNX graph on OpenVINO's CPU plugin (see `deghost.runtime.backends.Backend`).
 
     `precision` is what was asked ("fp32" or "bf16"); `runs_in` what the stage computes in: "fp32"
-    when bf16 was asked but the stage's recorded bf16 error is out of bound (`why` says so).
+    when bf16 was asked but the stage's recorded bf16 error is out of bound, or the CPU has no bf16
+    instructions (`why` says which).
 
     The graph is compiled on the first run for that run's input shapes: OpenVINO's kernels for static
     shapes are faster than for the graphs' dynamic batch axis (ffhq1024 generator, 2 images, 2 cores:
@@ -209,7 +218,9 @@ class OpenVinoBackend(ManifestNames):
         self.path = manifest.verify(artifact) if cache is None else cache.verified(manifest, artifact)
         self.stage, self.artifact, self.precision, self.why = artifact.stage, artifact, precision, ""
         self.threads, self.runs_in, self.cache = threads, precision, cache
-        if precision == "bf16":
+        if precision == "bf16" and cpu_bf16_missing():
+            self.runs_in, self.why = "fp32", f"{cpu_bf16_missing()}: runs f32"
+        elif precision == "bf16":
             record = bf16_record(manifest, artifact)
             if not record["within"]:
                 self.runs_in = "fp32"
