@@ -1,7 +1,7 @@
 """Samples per second of `deghost train direction` on this machine: rendering and scoring one latent at the paper's
 resolution (1024², classifier at 256²) in PyTorch and through the exported graphs, side by side.
 
-    flock /tmp/deghost-heavy.lock python -m benchmarks.direction_speed --engines /path/to/engines-paper
+    python -m benchmarks.direction_speed --engines PAPER_ENGINES
 
 The engines must be an ffhq1024 build with `--random-init 0` (the job checks that they hold the weights it samples
 with). Every scorer renders the same latents; after one warm-up batch the scorers take turns, `--rounds` batches

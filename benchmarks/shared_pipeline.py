@@ -1,7 +1,7 @@
 """Peak memory and wall time of one Pipeline shared by 4 threads × 3 edits, beside the same 12 edits run by
 one thread, per CPU backend; each case in a fresh process (allocators keep their pools).
 
-    flock /tmp/deghost-heavy.lock python -m benchmarks.shared_pipeline --engines DIR
+    python -m benchmarks.shared_pipeline --engines DIR
 
 Writes benchmarks/results/shared_pipeline/shared_<preset>.json (the machine and every figure). Linux only.
 """

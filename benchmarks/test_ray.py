@@ -1,7 +1,7 @@
 """deghost on Ray, on this machine: the Ray Data job with 1 and 2 actors against the local folder mode,
 and the Ray Serve service's latency and throughput under a bounded concurrent loopback load.
 
-    flock /tmp/deghost-heavy.lock python -m pytest benchmarks/test_ray.py --benchmark-only \\
+    python -m pytest benchmarks/test_ray.py --benchmark-only \\
         --engines DIR -s [--images 8] [--rounds 2] [--save-results]
 
 Each round runs the three batch modes back to back (order rotating, so machine drift spreads over

@@ -2,7 +2,7 @@
 cache empty (cold) and filled (warm), beside the steady-state time per photo in one process; the same for
 a service replica (start to first answer) — all in one run, each case a fresh process.
 
-    flock /tmp/deghost-heavy.lock python -m benchmarks.warm_start --engines DIR [--precision bf16]
+    python -m benchmarks.warm_start --engines DIR [--precision bf16]
         [--before SRC]   # SRC: a checkout of the code before the cache (e.g. `git archive main`), measured too
 
 Writes benchmarks/results/warm_start/warm_start_<preset>_<precision>.json (the machine and every figure).
@@ -51,12 +51,12 @@ REPLICA = """
 import sys, time
 started = time.perf_counter()
 from deghost.runtime.images import read_image
-try:  # this checkout's layout, else the one before the applications moved to deghost.apps (--before)
-    from deghost.apps.serve.app import EditService
-    from deghost.apps.serve.service import EditParams, edit_many
-except ImportError:
+try:  # the layout before the applications moved to deghost.apps (--before), else this checkout's
     from deghost.runtime.serve_app import EditService
     from deghost.runtime.service import EditParams, edit_many
+except ImportError:
+    from deghost.apps.serve.app import EditService
+    from deghost.apps.serve.service import EditParams, edit_many
 service = EditService(sys.argv[1], backend="openvino", precision=sys.argv[3], device="cpu")
 answer = edit_many(service.pipe, [read_image(sys.argv[2]).rgb], EditParams("smile", 20.0, "network"))[0]
 assert answer.ndim == 3, answer
@@ -67,10 +67,10 @@ print(time.perf_counter() - started)
 # `deghost` as a fresh process, in this checkout's layout or in the one before the applications moved (--before).
 CLI_MAIN = """
 import sys
-try:
-    from deghost.apps.cli import main
-except ImportError:
+try:  # the old module first: this checkout's editable install would also answer deghost.apps under --before
     from deghost.cli import main
+except ImportError:
+    from deghost.apps.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

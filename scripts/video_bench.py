@@ -1,7 +1,7 @@
 """Frames per second of a clip edit and the share of the video steps (decode, tracking, alignment,
 paste-back, encode) in the frame time, one face per frame, OpenVINO fp32 and bf16 side by side.
 
-    flock /tmp/deghost-heavy.lock python scripts/video_bench.py --engines /work/engines-paper --frames 6
+    python scripts/video_bench.py --engines PAPER_ENGINES --frames 6
 """
 
 from __future__ import annotations

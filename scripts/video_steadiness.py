@@ -6,7 +6,7 @@ corner jitter (frame-to-frame corner motion beyond the known motion, px at 1024Â
 frame-to-frame change of the edited output inside the face (mean |Î”| in 8-bit levels; the source's
 own change beside it).
 
-    python scripts/video_steadiness.py --engines /work/engines-tiny --frames 12 --windows 1 9
+    python scripts/video_steadiness.py --engines TINY_ENGINES --frames 12 --windows 1 9
 """
 
 from __future__ import annotations

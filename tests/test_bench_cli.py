@@ -46,7 +46,7 @@ def git_status(folder) -> str:
 def test_a_benchmark_run_that_does_not_ask_to_save_leaves_the_checkout_clean():
     """Without --results-dir or --save-results the results go to the untracked .benchmarks/deghost/<preset>/:
     `git status` reads the same before and after, and the committed benchmarks/results/ files are untouched."""
-    from deghost.bench import BENCHMARKS, SOURCE_ROOT
+    from deghost.apps.bench import BENCHMARKS, SOURCE_ROOT
 
     if shutil.which("git") is None or not (SOURCE_ROOT / ".git").exists():
         pytest.skip("needs a git checkout of deghost (the benchmarks live in the source checkout)")

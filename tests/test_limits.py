@@ -243,12 +243,12 @@ def test_the_demo_refuses_what_the_service_refuses_in_the_pages_words(demo):
 
 
 def test_a_folder_run_reports_and_skips_huge_files_at_once(pipe, huge_files, tmp_path):
-    from deghost.apps.edit.folder import run_folder
+    from deghost.apps.edit.folder import FolderRun, run_folder
     from deghost.runtime.images import write_image
 
     ordinary = write_image(tmp_path / "grey.png", np.full((64, 64, 3), 128, np.uint8))
     with bounded(2 * UNDER_A_SECOND, NO_PIXEL_BUFFER_MIB):
-        report = run_folder(pipe, [huge_files["png"], huge_files["jpeg"], ordinary], tmp_path / "out",
+        report = run_folder(pipe, FolderRun([huge_files["png"], huge_files["jpeg"], ordinary], tmp_path / "out"),
                             progress=False)
     failed = dict(report.failed)
     assert set(failed) == {huge_files["png"], huge_files["jpeg"], ordinary}  # the grey square has no face

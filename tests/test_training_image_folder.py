@@ -29,13 +29,14 @@ def test_16_bit_and_grey_pngs_are_converted_and_corrupt_files_skipped_and_listed
     grey = (10 * np.arange(24)[:, None] + np.arange(16)[None, :]).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "b_grey.png"), grey)
     (tmp_path / "c_corrupt.png").write_bytes(b"\x89PNG not really")
-    (tmp_path / "d_oversized.png").write_bytes(oversized_png_header())  # OpenCV raises cv2.error on this one
+    (tmp_path / "d_oversized.png").write_bytes(oversized_png_header())  # refused from its header, never decoded
 
     folder = CheckedImageFolder(tmp_path, size=16, progress=False)
 
     assert [path.name for path in folder.files] == ["a_16bit.png", "b_grey.png"]
     assert [Path(entry["source"]).name for entry in folder.skipped] == ["c_corrupt.png", "d_oversized.png"]
-    assert all("could not be decoded" in entry["reason"] for entry in folder.skipped)
+    reasons = {Path(entry["source"]).name: entry["reason"] for entry in folder.skipped}
+    assert "could not be decoded" in reasons["c_corrupt.png"] and "resize it first" in reasons["d_oversized.png"]
     expected_16bit = np.broadcast_to(np.array([101, 255, 7], np.uint8), (16, 16, 3))
     torch.testing.assert_close(folder[0], as_model_input(expected_16bit))
     expected_grey = np.repeat(grey[4:20, :, None], 3, axis=2)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from deghost.apps.edit import cli
+from deghost.apps.exits import EXIT_FAILED
 from deghost.runtime.images import from_model_output, to_model_input
 from deghost.runtime.pipeline import Pipeline
 from deghost.runtime.video.edit import ClipStats, edit_clip, edit_frames
@@ -106,7 +107,7 @@ def test_deghost_edit_a_folder_with_a_clip_and_a_bad_file(tiny_onnx_dir, tmp_pat
     with Pipeline.load(tiny_onnx_dir, backend="onnxruntime", device="cpu") as pipe:
         code, out, err = _deghost_edit(pipe, tiny_onnx_dir, str(folder), "--out", str(tmp_path / "out"),
                                        "--suppress", "none", "--frames", "1:", "--grid")
-    assert code == cli.EXIT_SOME_FAILED, err
+    assert code == EXIT_FAILED, err
     assert "notes.mkv: not a readable video" in out
     assert "zoom.mp4: 2 frame(s), 2 with faces, 1 track(s)" in out
     edited, grid = tmp_path / "out" / "zoom_smile+20_none.mp4", tmp_path / "out" / "zoom_smile+20_grid.mp4"
