@@ -193,8 +193,9 @@ class Builder:
 
         if RECORD in fp32.validation or unavailable_reason() is not None:
             return
-        if cpu_bf16_missing():
-            self.log(f"{stage.name}: bf16 error not recorded: {cpu_bf16_missing()}")
+        no_bf16 = cpu_bf16_missing()
+        if no_bf16:
+            self.log(f"{stage.name}: bf16 error not recorded: {no_bf16}")
             return
         record = bf16_accuracy(self.manifest.file_of(fp32), stage.name, self.preset.name)
         fp32.validation[RECORD] = record

@@ -81,6 +81,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)  # the CPU does not change in a process: ask OpenVINO once
 def cpu_bf16_missing() -> str | None:
     """Why this CPU cannot compute bf16 (OpenVINO would silently run f32 instead), or None when it can."""
     capabilities = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -218,8 +219,9 @@ class OpenVinoBackend(ManifestNames):
         self.path = manifest.verify(artifact) if cache is None else cache.verified(manifest, artifact)
         self.stage, self.artifact, self.precision, self.why = artifact.stage, artifact, precision, ""
         self.threads, self.runs_in, self.cache = threads, precision, cache
-        if precision == "bf16" and cpu_bf16_missing():
-            self.runs_in, self.why = "fp32", f"{cpu_bf16_missing()}: runs f32"
+        no_bf16 = cpu_bf16_missing() if precision == "bf16" else None
+        if no_bf16:
+            self.runs_in, self.why = "fp32", f"{no_bf16}: runs f32"
         elif precision == "bf16":
             record = bf16_record(manifest, artifact)
             if not record["within"]:
