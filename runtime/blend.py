@@ -11,12 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .face_classes import FACE_CLASSES
 from .images import check_rgb_uint8
-
-# BiSeNet's 19 classes: 0 background, 1 skin, 2 l_brow, 3 r_brow, 4 l_eye, 5 r_eye, 6 eye_g,
-# 7 l_ear, 8 r_ear, 9 ear_r, 10 nose, 11 mouth, 12 u_lip, 13 l_lip, 14 neck, 15 neck_l, 16 cloth,
-# 17 hair, 18 hat. The face classes are those inside the face contour except the eyes.
-FACE_CLASSES = (1, 2, 3, 10, 11, 12, 13)
 
 # OpenCV clears the outermost 1-pixel ring of the mask before taking its bounding box, so a mask
 # touching the image border gets a box one pixel smaller than ours and the clone lands one pixel

@@ -127,6 +127,46 @@ class EditResult:
 
 
 @dataclass
+class Rendered:
+    """`Pipeline.render`'s result: each edit T and its Diff-CAM mask, before ghosting is suppressed
+    (`Pipeline.suppress` finishes it, with these masks or with masks the caller changed, e.g. a clip's
+    steadied over time). Rows as EditResult's: r = i·K + k is image i with edit k; host arrays."""
+
+    images: np.ndarray  # [B,3,S,S] the inputs I
+    edit: np.ndarray  # [N,3,S,S] the edits T in [-1,1]
+    mask: np.ndarray  # [N,1,m,m] Diff-CAM mask in [0,1]
+    logits: np.ndarray  # [N,n_classes]
+    class_index: np.ndarray  # [N] int64
+    w: np.ndarray  # [B,n_latent,512]
+    w_edit: np.ndarray  # [N,n_latent,512]
+    edits: list[Edit]
+    timings_ms: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+    def for_images(self, first: int, count: int) -> Rendered:
+        """Images first … first + count − 1 alone (views, rows renumbered from 0)."""
+        images = slice(first, first + count)
+        rows = slice(first * len(self.edits), (first + count) * len(self.edits))
+        return Rendered(self.images[images], self.edit[rows], self.mask[rows], self.logits[rows],
+                        self.class_index[rows], self.w[images], self.w_edit[rows], self.edits, dict(self.timings_ms),
+                        list(self.warnings))
+
+    @staticmethod
+    def join(parts: Sequence[Rendered]) -> Rendered:
+        """Several results of the same edits as one, images in order (timings summed)."""
+        if not parts:
+            raise ValueError("nothing to join")
+        timings: dict[str, float] = {}
+        for part in parts:
+            for key, ms in part.timings_ms.items():
+                timings[key] = timings.get(key, 0.0) + ms
+        stack = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        return Rendered(stack("images"), stack("edit"), stack("mask"), stack("logits"), stack("class_index"),
+                        stack("w"), stack("w_edit"), parts[0].edits, timings,
+                        [w for part in parts for w in part.warnings])
+
+
+@dataclass
 class PhotoResult:
     """One input's results (`edit_photo`, `edit_photos`, `edit_inputs`): `photos[mode][k]` is the whole photo
     (input's H×W) with edit k pasted into every chosen face; `faces` the faces in the order of `result`'s images;
@@ -246,8 +286,8 @@ class Pipeline:
         before any work, and log the choice (`choice_table`) of the stages not reported yet; returns
         `describe()`. `warm` (images, edits per image): also start `warm_up` in the background (each stage
         compiled or imported for the batch such a call runs) while the caller decodes photos and finds
-        faces; the next `run` waits for it."""
-        modes = _modes(suppress)
+        faces; the next `run` waits for it. No modes (an empty list): the stages `render` needs alone."""
+        modes = _modes(suppress) if suppress else []
         with self._opening:
             for stage in self._stages_for(modes):
                 self.backend(stage)
@@ -469,6 +509,84 @@ class Pipeline:
         return np.concatenate([_host(self.backend("encoder").run({"image": batch[i : i + step]})["w"])
                                for i in range(0, len(batch), step)])
 
+    def render(self, images: Images, edits: Sequence[Edit], given_w: np.ndarray | None = None) -> Rendered:
+        """The first half of `run`: latents (the encoder's, or `given_w`), edits T and Diff-CAM masks, on the
+        host; `suppress` finishes them. For callers that change the masks in between (a clip steadies them
+        over time); `run` does both halves at once and keeps the data on the device where it can."""
+        started = time.perf_counter()
+        self.prepare([])
+        self._wait_for_warm_up()
+        batch, warnings = self.model_batch(images)
+        if given_w is not None and len(given_w) != len(batch):
+            raise ValueError(f"{len(given_w)} latents for {len(batch)} images")
+        edits, timer = list(edits), _Timer()
+        n_images, n_edits = len(batch), len(edits)
+        group, edit_group = self._chunk_shape(n_images, n_edits, [])
+        latents, parts = [], []
+        with self._exclusive([]):
+            for i0 in range(0, n_images, group):
+                w = self._latents(batch[i0 : i0 + group], given_w, i0, timer)
+                latents.append(w)
+                for k0 in range(0, n_edits, edit_group):
+                    chunk = self._render_chunk(w, edits[k0 : k0 + edit_group], timer)
+                    chunk = {name: _host(value) for name, value in chunk.items()}
+                    kk, ii = np.divmod(np.arange(len(chunk["mask"])), len(w))
+                    parts.append(((i0 + ii) * n_edits + k0 + kk, chunk))
+        merged = _merge_rows(parts, n_images * n_edits)
+        timings = timer.ms
+        timings[GLUE] = (time.perf_counter() - started) * 1e3 - sum(timings.values())
+        return Rendered(batch, merged["edit"], merged["mask"], merged["logits"], merged["class_index"],
+                        np.concatenate(latents), merged["w_edit"], edits, timings, warnings)
+
+    def suppress(self, rendered: Rendered, suppress: str | Sequence[str] = "network",
+                 mask: np.ndarray | None = None) -> EditResult:
+        """The second half of `run`: fuse each edit into its image with `mask` (default: the rendered Diff-CAM
+        masks; float32 [N,1,m,m] in [0,1]) and suppress the ghosting with each mode."""
+        started = time.perf_counter()
+        modes = _modes(suppress)
+        self.prepare(modes)
+        mask = rendered.mask if mask is None else np.ascontiguousarray(mask, np.float32)
+        if mask.shape != rendered.mask.shape:
+            raise ValueError(f"masks {mask.shape} for rendered masks {rendered.mask.shape}")
+        timer, n_edits, rows = _Timer(), len(rendered.edits), len(rendered.edit)
+        step, parts = self._suppress_rows(modes), []
+        with self._exclusive(modes):
+            for r0 in range(0, rows, step):
+                indices = np.arange(r0, min(r0 + step, rows))
+                first = indices[0] // n_edits
+                images = rendered.images[first : indices[-1] // n_edits + 1]
+                chunk = self._suppress_chunk(images, indices // n_edits - first, rendered.edit[indices], mask[indices],
+                                             modes, timer)
+                parts.append((indices, {name: _host(value) for name, value in chunk.items()}))
+        merged = _merge_rows(parts, rows)
+        timings = {**rendered.timings_ms}
+        for key, ms in timer.ms.items():
+            timings[key] = timings.get(key, 0.0) + ms
+        timings[GLUE] = timings.get(GLUE, 0.0) + (time.perf_counter() - started) * 1e3 - sum(timer.ms.values())
+        return EditResult(
+            images=rendered.images, outputs={mode: merged[f"out:{mode}"] for mode in modes}, fused=merged["fused"],
+            mask=mask, logits=rendered.logits, class_index=rendered.class_index, w=rendered.w,
+            w_edit=rendered.w_edit, edits=rendered.edits, timings_ms=timings, untrained=self.untrained,
+            warnings=list(rendered.warnings),
+        )
+
+    def _suppress_rows(self, modes: list[str]) -> int:
+        """Rows per `suppress` chunk: every suppress stage's batch within its engine profile and `max_rows`
+        (the face parser sees each row and, at most, as many images more)."""
+        step = self.max_rows
+        for mode in modes:
+            stage = SUPPRESS_STAGES[mode]
+            if stage:
+                limit = min(self.backend(stage).max_batch or self.max_rows, self.max_rows)
+                step = min(step, limit // 2 if stage == "face_parser" else limit)
+        return max(step, 1)
+
+    def _latents(self, images: np.ndarray, given_w: np.ndarray | None, first: int, timer: _Timer) -> np.ndarray:
+        if given_w is not None:
+            return np.ascontiguousarray(given_w[first : first + len(images)], np.float32)
+        with timer("encoder"):
+            return _host(self.backend("encoder").run({"image": images})["w"])
+
     def run(self, images: Images, edits: Sequence[Edit], suppress: str | Sequence[str] = "network",
             given_w: np.ndarray | None = None) -> EditResult:
         """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once); `given_w`
@@ -487,11 +605,7 @@ class Pipeline:
         with self._exclusive(modes):
             for i0 in range(0, n_images, group):
                 images_i = batch[i0 : i0 + group]
-                if given_w is not None:
-                    w = np.ascontiguousarray(given_w[i0 : i0 + group], np.float32)
-                else:
-                    with timer("encoder"):
-                        w = _host(self.backend("encoder").run({"image": images_i})["w"])
+                w = self._latents(images_i, given_w, i0, timer)
                 latents.append(w)
                 for k0 in range(0, n_edits, edit_group):
                     chunk = self._edit_chunk(images_i, w, edits[k0 : k0 + edit_group], modes, timer)
@@ -517,14 +631,22 @@ class Pipeline:
     def _edit_chunk(self, images: np.ndarray, w: np.ndarray, edits: list[Edit], modes: list[str],
                     timer: _Timer) -> dict[str, np.ndarray]:
         """g images × k edits → host arrays, rows edit-major (row kk·g + ii)."""
-        g, k = len(images), len(edits)
+        rendered = self._render_chunk(w, edits, timer)
+        source = np.tile(np.arange(len(images)), len(edits))  # the image of each edited row
+        suppressed = self._suppress_chunk(images, source, rendered["edit"], rendered["mask"], modes, timer)
+        return {**suppressed, "logits": rendered["logits"], "class_index": rendered["class_index"],
+                "w_edit": rendered["w_edit"]}
+
+    def _render_chunk(self, w: np.ndarray, edits: list[Edit], timer: _Timer) -> dict:
+        """g latents × k edits → edits T and Diff-CAM masks (left on the device where the backend keeps them),
+        logits, classes and edited latents; rows edit-major (row kk·g + ii)."""
+        g, k = len(w), len(edits)
         w_edit = np.concatenate([apply_direction(w, e.direction, e.alpha) for e in edits])
         with timer("generator"):
             # One batch: reconstructions I' (rows 0..g−1) and edits T (rows g..g+k·g−1).
             rendered = self.backend("generator").run({"w": np.concatenate([w, w_edit])}, keep={"image", "image256"})
         source = np.tile(np.arange(g), k)  # the image of each edited row
         edit_rows = np.arange(g, g + k * g)
-        edit = _take(rendered["image"], edit_rows)
         feeds = {"recon256": _take(rendered["image256"], source), "edit256": _take(rendered["image256"], edit_rows)}
         classes = np.repeat([-1 if e.class_index is None else e.class_index for e in edits], g).astype(np.int64)
         with timer("diffcam"):
@@ -533,23 +655,30 @@ class Pipeline:
             if (classes < 0).any():  # a class chosen by the logits themselves: the mask is for that class
                 classes = np.where(classes < 0, logits.argmax(1), classes)
                 cam = self.backend("diffcam").run({**feeds, "class_index": classes}, keep={"mask"})
+        return {"edit": _take(rendered["image"], edit_rows), "mask": cam["mask"], "logits": logits,
+                "class_index": classes, "w_edit": w_edit}
+
+    def _suppress_chunk(self, images: np.ndarray, source: np.ndarray, edit, mask, modes: list[str],
+                        timer: _Timer) -> dict[str, np.ndarray]:
+        """Rows (edit T, mask M, each of image `source[row]` of `images`) → each mode's output, F_fused and the
+        mask on the host."""
         image_rows = images[source]
         outputs, fused = {}, None
         for mode in modes:
             if mode in ("network", "eogi"):
                 stage = SUPPRESS_STAGES[mode]
                 with timer(stage):
-                    out = self.backend(stage).run({"image": image_rows, "edit": edit, "mask": cam["mask"]})
+                    out = self.backend(stage).run({"image": image_rows, "edit": edit, "mask": mask})
                 outputs[f"out:{mode}"] = out["output"]
                 fused = out["fused"] if fused is None else fused
-        mask = _host(cam["mask"])
+        mask = _host(mask)
         if fused is None:
             fused = fuse(image_rows, _host(edit), mask)
         if "none" in modes:
             outputs["out:none"] = fused
         if "poisson" in modes:
             outputs["out:poisson"] = self._poisson(images, fused, source, timer)
-        return {**outputs, "fused": fused, "mask": mask, "logits": logits, "class_index": classes, "w_edit": w_edit}
+        return {**outputs, "fused": fused, "mask": mask}
 
     def _poisson(self, images: np.ndarray, fused: np.ndarray, source: np.ndarray, timer: _Timer) -> np.ndarray:
         """seamlessClone(F_fused → I, M_face) per row; images [g,3,S,S], fused [N,3,S,S], source [N]."""

@@ -112,6 +112,32 @@ def test_engine_batch_limits_split_the_work_without_changing_results(pipe, faces
         assert relative_error(getattr(chunked, name), getattr(two_by_two, name)) <= 1e-5, name
 
 
+def test_render_then_suppress_is_run_and_suppress_fuses_with_the_masks_given(pipe, faces):
+    """The two halves a clip uses (masks steadied in between) give what one `run` gives, in every mode, also
+    when the suppress stages take fewer rows per call; and the mask given to `suppress` is the one fused
+    with (docs/design.md §1: F = T·M + I·(1−M); with M = 1/2 everywhere, (T + I) / 2)."""
+    edits = pipe.edits(["smile", "age"], [20.0, -10.0])
+    whole = pipe.run(faces, edits, SUPPRESS_MODES)
+    rendered = pipe.render(faces, edits)
+    pipe.max_rows, kept = 2, pipe.max_rows  # suppress in chunks of 1 row (the parser sees 2)
+    try:
+        halves = pipe.suppress(rendered, SUPPRESS_MODES)
+    finally:
+        pipe.max_rows = kept
+    for mode in SUPPRESS_MODES:
+        assert relative_error(halves.outputs[mode], whole.outputs[mode]) <= 1e-5, mode
+    np.testing.assert_array_equal(halves.mask, whole.mask)
+    assert halves.class_index.tolist() == whole.class_index.tolist()
+    images = faces[np.arange(len(rendered.edit)) // len(edits)]
+    mask = np.repeat(np.repeat(whole.mask, SIDE // whole.mask.shape[-1], 2), SIDE // whole.mask.shape[-1], 3)
+    np.testing.assert_allclose(whole.fused, rendered.edit * mask + images * (1 - mask), rtol=0, atol=1e-6)
+    half = np.full_like(rendered.mask, 0.5)
+    np.testing.assert_allclose(pipe.suppress(rendered, "none", mask=half).fused, (rendered.edit + images) / 2,
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="masks"):
+        pipe.suppress(rendered, "none", mask=half[:1])
+
+
 def test_edits_are_every_attribute_at_every_alpha(pipe):
     edits = pipe.edits(["smile", "age"], [10, -5])
     assert [e.label for e in edits] == ["smile+10", "smile-5", "age+10", "age-5"]

@@ -26,8 +26,9 @@ def clip(module_tmp_path):
 
 
 def test_chunk_plan_margins():
-    plan = chunk_plan(11, 4, window=3)  # radius 1: margin 2
-    assert [(c.start, c.stop, c.lo, c.hi) for c in plan] == [(0, 4, 0, 6), (4, 8, 2, 10), (8, 11, 6, 11)]
+    # radius 1, three windows stacked (quads → latents → masks and head regions): margin 3
+    plan = chunk_plan(11, 4, window=3)
+    assert [(c.start, c.stop, c.lo, c.hi) for c in plan] == [(0, 4, 0, 7), (4, 8, 1, 11), (8, 11, 5, 11)]
 
 
 def _frames(path):

@@ -21,6 +21,7 @@ from deghost.runtime.limits import MAX_ALPHA
 from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_MODES, UNTRAINED_LABEL, FaceOptions, Pipeline
 from deghost.runtime.video.chunks import CHUNK_FRAMES
 from deghost.runtime.video.edit import DEFAULT_BATCH as CLIP_BATCH
+from deghost.runtime.video.edit import DEFAULT_PASTE_REGION, PASTE_REGIONS
 from deghost.runtime.video.smooth import DEFAULT_WINDOW
 from deghost.runtime.video.track import DETECT_EVERY
 
@@ -115,8 +116,14 @@ def add_edit_command(subparsers) -> argparse.ArgumentParser:
     clips.add_argument("--frames", type=str, metavar="A:B",
                        help="edit frames A to B−1 only (counted from 0; 'A:' to the end); the sound is cut to match")
     clips.add_argument("--smooth", type=int, default=DEFAULT_WINDOW, metavar="W",
-                       help="frames of the centred window over which each face's crop and latents are averaged "
-                       "(odd; 1 = none; default: %(default)s): steadier faces, edits that do not flicker")
+                       help="frames of the centred window over which each face's crop, latents, Diff-CAM masks and "
+                       "paste region are averaged (odd; 1 = none; default: %(default)s): steadier faces, edits that "
+                       "do not flicker")
+    clips.add_argument("--paste-region", choices=PASTE_REGIONS, default=DEFAULT_PASTE_REGION,
+                       help="where an edit is pasted back into a frame: 'head' = where the face parser sees the "
+                       "head itself in that frame, so a hand or microphone in front of the face keeps its pixels; "
+                       "'landmarks' = the whole landmark region, painting over what covers it (no parser run; "
+                       "default: %(default)s)")
     clips.add_argument("--detect-every", type=int, default=DETECT_EVERY, metavar="N",
                        help="look for faces entering the clip every N frames (tracks are followed in between; "
                        "default: %(default)s)")
@@ -190,7 +197,8 @@ def _edit(args: argparse.Namespace) -> int:
             report = run_folder(pipe, run, args.workers, progress=not args.quiet) if photos else None
             clip_report = run_clips(pipe, clips, args.out, args.attribute, args.alpha, args.suppress, args.overwrite,
                                     args.grid, args.class_index, face_options, frames, args.smooth,
-                                    args.detect_every, args.clip_batch, progress=not args.quiet) if clips else None
+                                    args.detect_every, args.clip_batch, progress=not args.quiet,
+                                    paste_region=args.paste_region) if clips else None
             backends = pipe.describe()
     except (ValueError, BackendError) as error:  # ManifestError and DirectionError are ValueErrors too
         return _usage_error(str(error))
@@ -216,7 +224,8 @@ def _clips_and_photos_on_ray(args: argparse.Namespace, run: FolderRun, clips: li
         report = run_clips_ray(args.engines, clips, args.out, args.attribute, args.alpha, args.suppress,
                                args.overwrite, args.class_index, run.face_options, args.smooth, args.detect_every,
                                args.clip_batch, args.chunk_frames, None if args.ray == RAY_LOCAL else args.ray,
-                               args.backend, args.threads, args.precision, args.device, args.ray_workers)
+                               args.backend, args.threads, args.precision, args.device, args.ray_workers,
+                               args.paste_region)
     except (ValueError, BackendError, RayMissingError) as error:
         return _usage_error(str(error))
     print("\n".join(report.lines()))

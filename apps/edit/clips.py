@@ -13,7 +13,7 @@ from pathlib import Path
 from deghost.runtime.backends import BackendError
 from deghost.runtime.directions import DEFAULT_ALPHA
 from deghost.runtime.pipeline import Pipeline
-from deghost.runtime.video.edit import ClipReport, edit_clip
+from deghost.runtime.video.edit import DEFAULT_PASTE_REGION, ClipReport, edit_clip
 from deghost.runtime.video.io import VIDEO_SUFFIXES, VideoError, output_suffix, probe
 
 from .folder import GRID, FaceOptions
@@ -78,7 +78,8 @@ def clip_outputs(source: Path, out_dir: Path, edits, suppress: str, grid: bool) 
 def run_clips_ray(engines: Path, clips: list[Path], out_dir: Path, attribute, alpha, suppress: str, overwrite: bool,
                   class_index: int | None, face_options: FaceOptions, window: int, detect_every: int, batch: int,
                   chunk_frames: int, address: str | None, backend: str = "auto", threads: int | None = None,
-                  precision: str | None = None, device: str = "auto", ray_workers: int | None = None) -> ClipsReport:
+                  precision: str | None = None, device: str = "auto", ray_workers: int | None = None,
+                  paste_region: str = DEFAULT_PASTE_REGION) -> ClipsReport:
     """Each clip in chunks on Ray (apps/edit/ray_clips.py), joined here; same names, kept/failed rules."""
     from deghost.runtime.ray_cluster import RayJobError, connected
     from deghost.runtime.video.chunks import edit_clip_in_chunks
@@ -87,7 +88,7 @@ def run_clips_ray(engines: Path, clips: list[Path], out_dir: Path, attribute, al
 
     edits = Pipeline.load(engines).edits(attribute, alpha, class_index)
     options = dict(attribute=attribute, alpha=alpha, suppress=suppress, window=window, batch=batch,
-                   class_index=class_index)
+                   class_index=class_index, paste_region=paste_region)
     report = ClipsReport()
     with connected(address) as ray:
         for source in clips:
@@ -111,11 +112,11 @@ def run_clips(pipe: Pipeline, clips: list[Path], out_dir: Path, attribute, alpha
               suppress: str = "network", overwrite: bool = False, grid: bool = False, class_index: int | None = None,
               face_options: FaceOptions | None = None, frames: tuple[int, int | None] | None = None,
               window: int | None = None, detect_every: int | None = None, batch: int | None = None,
-              progress: bool = True) -> ClipsReport:
+              progress: bool = True, paste_region: str | None = None) -> ClipsReport:
     face_options = face_options or FaceOptions()
     edits = pipe.edits(attribute, alpha, class_index)
-    options = {name: value for name, value in (("window", window), ("detect_every", detect_every), ("batch", batch))
-               if value is not None}
+    options = {name: value for name, value in (("window", window), ("detect_every", detect_every), ("batch", batch),
+                                               ("paste_region", paste_region)) if value is not None}
     report = ClipsReport()
     for source in clips:
         try:

@@ -43,13 +43,16 @@ def searched_min_face(width: int, height: int, min_face: float) -> float:
 @dataclass
 class Face:
     """One face of a photo. box (x0, y0, x1, y1) and landmarks [468,2] in photo pixels; transform the
-    2×3 affine photo pixel → aligned crop pixel; crop the FFHQ-aligned face, uint8 [S,S,3]."""
+    2×3 affine photo pixel → aligned crop pixel; crop the FFHQ-aligned face, uint8 [S,S,3]; region, where
+    known: float [P,P] in [0,1] over the crop, where the head itself shows (the face parser's), so the
+    paste leaves what covers the face alone (None: the landmark region alone, see faces.paste)."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     transform: np.ndarray
     crop: np.ndarray
+    region: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -129,5 +132,5 @@ def paste_faces(photo: np.ndarray, edited: list[np.ndarray], faces: list[Face]) 
         raise ValueError(f"{len(edited)} edited crops for {len(faces)} faces")
     out = photo.copy()
     for crop, face in zip(edited, faces, strict=True):
-        paste_into(out, crop, face.crop, face.transform, face.landmarks)
+        paste_into(out, crop, face.crop, face.transform, face.landmarks, face.region)
     return out

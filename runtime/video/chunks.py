@@ -2,9 +2,10 @@
 
 1. `track_clip`: the faces tracked through the whole clip in one pass (tracking follows each face from
    the frame before, so it cannot start mid-clip; it is cheap beside the networks).
-2. `chunk_plan`: frames [start, stop) per chunk, read with a margin of 2 × the smoothing radius on each
-   side: a frame's latents are averaged over ± radius frames, whose crops come from quads averaged over
-   ± radius more, so with that margin every kept frame sees exactly the windows of the one-stream run.
+2. `chunk_plan`: frames [start, stop) per chunk, read with a margin of 3 × the smoothing radius on each
+   side: a frame's Diff-CAM masks and head regions are averaged over ± radius frames, whose latents are
+   averaged over ± radius more, whose crops come from quads averaged over ± radius more, so with that
+   margin every kept frame sees exactly the windows of the one-stream run.
 3. `edit_chunk`: one chunk edited (tracks given) and its kept frames written as a lossless FFV1 segment
    (RGB, bgr0, so joining re-encodes exactly what a one-stream run would), with their pts, temp then rename.
    A segment that exists is done: a killed run resumes from the segments written.
@@ -23,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from ..faces import MIN_FACE, FaceChoice, FaceFinder
-from .edit import ClipStats, _TrackChoice, edit_frames
+from .edit import DEFAULT_PASTE_REGION, ClipStats, PasteRegion, _TrackChoice, edit_frames
 from .io import VideoInfo, VideoWriter, _av, probe, read_frames
 from .smooth import DEFAULT_WINDOW
 from .track import DETECT_EVERY, FaceTracker
 
 CHUNK_FRAMES = 250  # frames kept per chunk (10 s at 25 fps): a few minutes of one actor's work at 1024²
 SEGMENT_CODEC = "ffv1"  # lossless, in the wheel
+SMOOTHING_LEVELS = 3  # windows stacked on one another: quads → latents → masks and head regions
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Chunk:
 def chunk_plan(frames: int, chunk_frames: int = CHUNK_FRAMES, window: int = DEFAULT_WINDOW) -> list[Chunk]:
     if chunk_frames < 1:
         raise ValueError(f"chunks must hold at least 1 frame; got {chunk_frames}")
-    margin = 2 * (window // 2)
+    margin = SMOOTHING_LEVELS * (window // 2)
     return [Chunk(i, start, min(start + chunk_frames, frames), max(0, start - margin),
                   min(frames, start + chunk_frames + margin))
             for i, start in enumerate(range(0, frames, chunk_frames))]
@@ -83,7 +85,8 @@ def segment_paths(work: Path, chunk: Chunk, edits: int) -> list[Path]:
 
 def edit_chunk(pipeline, source: str | Path, tracks: list[dict[int, np.ndarray]], chunk: Chunk, work: Path,
                attribute="smile", alpha=20.0, suppress: str = "network", window: int = DEFAULT_WINDOW,
-               batch: int | None = None, class_index: int | None = None) -> ClipStats:
+               batch: int | None = None, class_index: int | None = None,
+               paste_region: PasteRegion = DEFAULT_PASTE_REGION) -> ClipStats:
     """Edit one chunk into its segments (one per edit); a chunk whose segments exist is skipped."""
     n_edits = len(pipeline.edits(attribute, alpha, class_index))
     paths = segment_paths(Path(work), chunk, n_edits)
@@ -102,7 +105,8 @@ def edit_chunk(pipeline, source: str | Path, tracks: list[dict[int, np.ndarray]]
             streams.append(stream)
         options = {"batch": batch} if batch else {}
         for frame in edit_frames(pipeline, read_frames(source, chunk.lo, chunk.hi), attribute, alpha, suppress,
-                                 window=window, stats=stats, class_index=class_index, tracks=tracks, **options):
+                                 window=window, stats=stats, class_index=class_index, tracks=tracks,
+                                 paste_region=paste_region, **options):
             if not chunk.start <= frame.index < chunk.stop:
                 continue
             first = not pts

@@ -8,9 +8,12 @@ Each step is a generator over the one before, so the clip is never held: the smo
 `window` frames each and the batches `batch` faces (a few dozen frames at most, whatever the clip's
 length). The steps: track the faces (deghost.runtime.video.track); smooth each track's FFHQ quad over
 a centred window and align the crop to it; invert the crops in batches (Pipeline.invert); smooth each
-track's latents w over the same window, so an edit that does not change does not flicker; render,
-blend and suppress in batches from those latents (Pipeline.run(given_w=...)); paste each edit back into
-its frame. A frame without a chosen face passes through unchanged.
+track's latents w over the same window, so an edit that does not change does not flicker; render the
+edits and their Diff-CAM masks in batches from those latents (Pipeline.render) and parse each crop
+(the face parser: where the head itself shows, not what covers it); smooth each track's masks and head
+region over the same window; fuse and suppress in batches with the steadied masks (Pipeline.suppress);
+paste each edit back into its frame inside its steadied head region, so a hand or a microphone in
+front of the face keeps its pixels. A frame without a chosen face passes through unchanged.
 """
 
 from __future__ import annotations
@@ -21,21 +24,27 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from ..directions import DEFAULT_ALPHA
+from ..face_classes import head_region
 from ..faces import MIN_FACE, Face, FaceChoice
 from ..faces.align import align_quad, ffhq_quad
 from ..faces.landmarks import alignment_points
-from ..pipeline import PASTE, Pipeline
+from ..pipeline import PASTE, Pipeline, Rendered
 from .io import VideoFrame, VideoWriter, probe, read_frames
 from .smooth import DEFAULT_WINDOW, centred, smooth_quad, weighted_mean, window_weights
 from .track import DETECT_EVERY, FaceTracker, extent
 
 DEFAULT_BATCH = 4  # faces per pipeline batch: the stream holds about 2 batches and 2 windows of frames
 DECODE, TRACK, ALIGN, ENCODE = "decode", "track", "align", "encode"  # timing keys beside the pipeline's
+PARSE = "face_parser"  # timing key: the head regions (the pipeline's face parser stage)
+PasteRegion = Literal["head", "landmarks"]
+PASTE_REGIONS = ("head", "landmarks")  # head: the parsed head region within the landmark region
+DEFAULT_PASTE_REGION: PasteRegion = "head"
 
 
 @dataclass
@@ -92,23 +101,34 @@ class _State:
     quads: dict[int, np.ndarray] = field(default_factory=dict)
     faces: dict[int, Face] = field(default_factory=dict)
     w: dict[int, np.ndarray] = field(default_factory=dict)
+    rendered: dict[int, Rendered] = field(default_factory=dict)  # one face's edits T and Diff-CAM masks
+    heads: dict[int, np.ndarray] = field(default_factory=dict)  # where the parser sees the head [P,P]
+    masks: dict[int, np.ndarray] = field(default_factory=dict)  # steadied Diff-CAM masks [K,1,m,m]
 
 
 def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], attribute: str | Sequence[str] = "smile",
                 alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str = "network", faces: FaceChoice = "all",
                 min_face: float = MIN_FACE, window: int = DEFAULT_WINDOW, detect_every: int = DETECT_EVERY,
                 batch: int = DEFAULT_BATCH, stats: ClipStats | None = None, class_index: int | None = None,
-                tracks: Sequence[dict[int, np.ndarray]] | None = None) -> Iterator[EditedFrame]:
+                tracks: Sequence[dict[int, np.ndarray]] | None = None,
+                paste_region: PasteRegion = DEFAULT_PASTE_REGION) -> Iterator[EditedFrame]:
     """The edited frames of `frames` (RGB uint8 [H,W,3] arrays or VideoFrames), in order, each with one copy
     per edit (every attribute at every alpha, as `Pipeline.edits`). faces: "all", "largest" (the largest
     track when faces first appear) or a track number (tracks are numbered as faces appear, left to right);
     window: frames of the centred smoothing window (odd; 1 = none); `stats` collects counts and timings;
     class_index: the Diff-CAM class (see `Pipeline.edits`); tracks: the chosen faces' landmarks of every
-    frame of the clip by frame index, tracked beforehand (`track_clip`: chunks of a clip on Ray)."""
+    frame of the clip by frame index, tracked beforehand (`track_clip`: chunks of a clip on Ray);
+    paste_region: "head" (the face parser's head region of each frame, steadied over the window, within
+    the landmark region: what covers the face keeps its pixels) or "landmarks" (that region alone)."""
     edits = pipeline.edits(attribute, alpha, class_index)
     if not isinstance(suppress, str):
         raise ValueError("a clip is edited with one suppress mode")
+    if paste_region not in PASTE_REGIONS:
+        raise ValueError(f"paste_region must be one of {', '.join(PASTE_REGIONS)}; got {paste_region!r}")
     pipeline.prepare(suppress)
+    parse = paste_region == "head"
+    if parse:
+        pipeline.backend("face_parser")  # opened now: a folder without the parser fails before any frame
     weights, radius = window_weights(window), window // 2
     if batch < 1:
         raise ValueError(f"batch must be at least 1; got {batch}")
@@ -155,29 +175,63 @@ def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], a
                        for n in state.w}
             yield state
 
-    for group in _batches(steadied(), batch):
-        yield from _render(pipeline, group, edits, suppress, stats)
+    def rendered() -> Iterator[_State]:
+        for group in _batches(steadied(), batch):
+            crops = [face.crop for state in group for face in state.faces.values()]
+            if crops:
+                latents = np.stack([w for state in group for w in state.w.values()])
+                result = pipeline.render(crops, edits, given_w=latents)
+                _add_timings(stats, result.timings_ms)
+                result.timings_ms = {}  # counted once, here; the faces' views below would repeat them
+                if parse:
+                    with stats.timed(PARSE):
+                        heads = iter(head_region(pipeline.face_labels(result.images)))
+                faces = iter(range(len(crops)))
+                for state in group:
+                    for n in state.faces:
+                        state.rendered[n] = result.for_images(next(faces), 1)
+                        if parse:
+                            state.heads[n] = next(heads)
+            yield from group
+
+    def calmed() -> Iterator[_State]:
+        for state, around in centred(rendered(), radius):
+            for n, face in state.faces.items():
+                state.masks[n] = weighted_mean([s.rendered[n].mask if s and n in s.rendered else None
+                                                for s in around], weights).astype(np.float32)
+                if parse:
+                    region = weighted_mean([s.heads.get(n) if s else None for s in around], weights)
+                    state.faces[n] = replace(face, region=region.astype(np.float32))
+            yield state
+
+    for group in _batches(calmed(), batch):
+        yield from _finish(pipeline, group, suppress, stats, len(edits))
 
 
-def _render(pipeline: Pipeline, group: list[_State], edits, suppress: str, stats: ClipStats) -> Iterator[EditedFrame]:
-    """One batch of frames: their faces edited from their steadied latents and pasted back."""
-    crops = [face.crop for state in group for face in state.faces.values()]
+def _finish(pipeline: Pipeline, group: list[_State], suppress: str, stats: ClipStats, n_edits: int
+            ) -> Iterator[EditedFrame]:
+    """One batch of frames: their faces' edits fused and suppressed with the steadied masks, pasted back."""
+    parts = [state.rendered[n] for state in group for n in state.faces]
     result = None
-    if crops:
-        latents = np.stack([w for state in group for w in state.w.values()])
-        result = pipeline.run(crops, edits, suppress, given_w=latents)
-        for stage, ms in result.timings_ms.items():
-            stats.timings_ms[stage] = stats.timings_ms.get(stage, 0.0) + ms
+    if parts:
+        masks = np.concatenate([state.masks[n] for state in group for n in state.faces])
+        result = pipeline.suppress(Rendered.join(parts), suppress, mask=masks)
+        _add_timings(stats, result.timings_ms)
     first = 0
     for state in group:
         rgb = state.frame.rgb
-        edited = [rgb] * len(edits)
+        edited = [rgb] * n_edits
         if state.faces:
             result.timings_ms[PASTE] = 0.0
             edited = pipeline.paste(rgb, list(state.faces.values()), result, first)[suppress]
             stats.timings_ms[PASTE] = stats.timings_ms.get(PASTE, 0.0) + result.timings_ms[PASTE]
             first += len(state.faces)
         yield EditedFrame(state.frame.index, state.frame.pts, rgb, edited, dict(state.faces))
+
+
+def _add_timings(stats: ClipStats, timings_ms: dict[str, float]) -> None:
+    for stage, ms in timings_ms.items():
+        stats.timings_ms[stage] = stats.timings_ms.get(stage, 0.0) + ms
 
 
 def _batches(states: Iterator[_State], faces: int) -> Iterator[list[_State]]:
