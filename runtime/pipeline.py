@@ -45,7 +45,7 @@ from .backends import Backend, BackendError, DeviceTensor, choice_table, compute
 from .backends.compiled_cache import open_cache
 from .blend import face_mask, mix, poisson_blend
 from .directions import DEFAULT_ALPHA, apply_direction, direction_class, load_direction
-from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces
+from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces, too_many_faces
 from .images import ImageError, from_model_output, to_model_input
 
 Images = np.ndarray | Sequence[np.ndarray]  # see Pipeline.edit
@@ -470,9 +470,10 @@ class Pipeline:
         if options.aligned:
             tensor, warnings = to_model_input(image, side)
             return Crops(tensor, None, [], warnings, (time.perf_counter() - started) * 1e3)
-        faces = self.find_faces(image, options.faces, options.min_face)
+        faces, left_out = self.face_finder.search(image, side, options.faces, options.min_face)
         tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in faces])
-        return Crops(tensor, image, faces, [], (time.perf_counter() - started) * 1e3)
+        warnings = [too_many_faces(left_out)] if left_out else []
+        return Crops(tensor, image, faces, warnings, (time.perf_counter() - started) * 1e3)
 
     def _crops_or_error(self, image: np.ndarray, options: FaceOptions) -> Crops | ImageError:
         try:

@@ -255,3 +255,20 @@ def test_a_folder_run_reports_and_skips_huge_files_at_once(pipe, huge_files, tmp
     assert "30000×30000" in failed[huge_files["png"]] and "resize it first" in failed[huge_files["png"]]
     assert "60000×60000" in failed[huge_files["jpeg"]]
     assert "--min-face" in failed[ordinary]  # the terminal's words
+
+
+def test_a_crowd_keeps_the_sixteen_largest_faces_and_says_how_many_were_left_out():
+    """20 faces (the astronaut tiled 5 × 4, the last row smaller): the 16 largest are edited and the photo's
+    warning counts those left out (limits.MAX_FACES, written here from docs/limits.md: 16)."""
+    from deghost.runtime.faces import FaceFinder, too_many_faces
+
+    face = read_image(Path(__file__).parent / "data" / "images" / "astronaut.png").rgb
+    big = np.hstack([cv2.resize(face, (400, 400))] * 5)
+    small = np.hstack([cv2.resize(face, (320, 320))] * 5 + [np.zeros((320, 400), np.uint8)[..., None].repeat(3, 2)])
+    crowd = np.vstack([big, big, big, small[:, :2000]])
+    faces, left_out = FaceFinder().search(crowd, 256)
+    # 20 faces in the photo; the detector may miss one on a tile seam (here: 1 of the 15 larger ones)
+    assert len(faces) == 16 and left_out in (3, 4)
+    assert sum(f.box[1] >= 1200 for f in faces) <= 1  # the larger faces first; the smaller row left out
+    assert f"{left_out} more face(s)" in too_many_faces(left_out) and "16 largest" in too_many_faces(left_out)
+    assert FaceFinder().search(crowd[:400, :800], 256)[1] == 0  # two faces: none left out

@@ -73,6 +73,11 @@ class FaceFinder:
         most MAX_FACES faces (the largest) are returned: a photo's cost is bounded (limits.py).
         Raises NoFaceError when there is none of at least `min_face` px, or `faces` names one that is
         not there."""
+        return self.search(rgb, side, faces, min_face)[0]
+
+    def search(self, rgb: np.ndarray, side: int, faces: FaceChoice = "all", min_face: float = MIN_FACE
+               ) -> tuple[list[Face], int]:
+        """`find`, and how many faces were found beyond the MAX_FACES largest (left out, unedited)."""
         check_rgb_uint8(rgb, "find faces: photo")
         height, width = rgb.shape[:2]
         min_face = searched_min_face(width, height, min_face)
@@ -90,10 +95,17 @@ class FaceFinder:
                               "use a photo with a visible frontal face, a smaller min_face, or aligned input "
                               "(an already aligned face crop)", min_face, (width, height))
         # the MAX_FACES largest: each face is one more pass of every stage
-        found = sorted(_distinct(found), key=lambda pair: -pair[0].size)[:MAX_FACES]
-        found = sorted(found, key=lambda pair: pair[0].box[0])
+        distinct = sorted(_distinct(found), key=lambda pair: -pair[0].size)
+        found = sorted(distinct[:MAX_FACES], key=lambda pair: pair[0].box[0])
         chosen = _choose(found, faces)
-        return [Face(box=d.box, score=d.score, landmarks=lm, **_aligned(rgb, lm, side)) for d, lm in chosen]
+        left_out = len(distinct) - len(found) if faces == "all" else 0
+        return [Face(box=d.box, score=d.score, landmarks=lm, **_aligned(rgb, lm, side)) for d, lm in chosen], left_out
+
+
+def too_many_faces(left_out: int) -> str:
+    """The warning for a photo with more faces than one edit takes."""
+    return (f"{left_out} more face(s) found than the {MAX_FACES} largest that one photo's edit takes (limits.py "
+            "bounds each photo's cost); those are left unedited: edit one chosen face, or crop the photo")
 
 
 def _distinct(found: list) -> list:
