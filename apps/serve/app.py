@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -84,7 +85,9 @@ class EditService:
     async def answer(self, route: str, method: str, query: dict, body: bytes) -> tuple:
         """One request, as `EditFront` passes it → (status, media type, body, headers)."""
         if method == "GET" and route == "health":
-            return _json(200, {"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes)})
+            # pid: which replica process answered (operators match it to logs and process lists)
+            return _json(200, {"status": "ok", "in_flight": self.admitted, "batch_sizes": dict(self.batch_sizes),
+                               "pid": os.getpid()})
         if method == "GET" and route == "manifest":
             return _json(200, self.summary)
         if route == "edit":
