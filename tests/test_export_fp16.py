@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from deghost.export.fp16 import NonFiniteError
 from deghost.manifest import Manifest
 from deghost.presets import get_preset
 from deghost.stages import BATCH, STAGE_NAMES, Stage, TensorSpec, stage_table
+from tests.helpers.fp16_rounding import fp16_tolerance
 
 TINY = get_preset("tiny")
 FP16_TESTED = ("generator", "diffcam", "suppressor")  # StyleGAN2 islands, the CAM mask, attention islands
@@ -62,19 +62,6 @@ def test_fp16_graphs_are_finite_and_within_their_recorded_bounds(fp16_dir):
 def test_every_stage_converts_to_fp16_within_its_bound(tiny_onnx_dir, tmp_path):
     others = tuple(stage for stage in STAGE_NAMES if stage not in FP16_TESTED)
     assert_fp16_validated(fp16_build(tiny_onnx_dir, tmp_path, others), others)
-
-
-def fp16_tolerance(model: onnx.ModelProto, outputs: int) -> float:
-    """Largest expected |FP16 − FP32| over `outputs` values, relative to the output's scale, from first principles:
-    every op computing in FP16 rounds its result, and every FP16 weight was rounded, by about u = 2⁻¹¹ of its
-    magnitude with a random sign (the ops accumulate in FP32); these add up like a random walk over the n
-    roundings, to sqrt(n)·u, and the largest of N outputs lies within sqrt(2·ln N) standard deviations."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
-    rounding_ops = sum(1 for node in model.graph.node
-                       if node.op_type != "Cast" and any(types.get(o) == fp16.FLOAT16 for o in node.output))
-    rounded_weights = sum(1 for tensor in model.graph.initializer if tensor.data_type == fp16.FLOAT16)
-    return math.sqrt(2 * math.log(outputs)) * math.sqrt(rounding_ops + rounded_weights) * 2.0**-11
 
 
 def test_fp16_generator_reproduces_the_fp32_graph_and_keeps_float32_io(fp16_dir):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+import onnx
 import pytest
 
 from deghost.export.build import BuildOptions, build
-from deghost.export.fp16 import FP16_BOUNDS, convert_stage
+from deghost.export.fp16 import convert_stage
 from deghost.export.onnx_export import compare, example_inputs, onnxruntime_session, run_onnxruntime, worst
 from deghost.export.tensorrt import (
     FP16_BUILDER_FLAG,
@@ -21,6 +22,7 @@ from deghost.manifest import Manifest
 from deghost.presets import get_preset
 from deghost.runtime.gpu_platform import tensorrt_logger
 from deghost.stages import stage_table
+from tests.helpers.fp16_rounding import fp16_tolerance
 
 pytestmark = pytest.mark.tensorrt
 
@@ -35,7 +37,9 @@ def test_strongly_typed_fp16_suppressor_engine_matches_onnxruntime_and_is_a_plai
                               workspace_gb=1, timing_cache=tmp_path / "timing.cache",
                               reference_onnx=tiny_onnx_dir / "suppressor.onnx")
     assert validation["batches"] == [1, 3]
-    assert validation["worst"] <= FP16_BOUNDS["suppressor"]
+    # the engine against FP32 ONNX Runtime within FP16 rounding's own reach (tests/helpers/fp16_rounding.py)
+    tolerance = fp16_tolerance(onnx.load(str(tmp_path / "suppressor.fp16.onnx")), 3 * 3 * 256 * 256)
+    assert validation["worst"] <= min(validation["bound"], tolerance)
     assert (tmp_path / "timing.cache").stat().st_size > 0
     engine = trt.Runtime(tensorrt_logger()).deserialize_cuda_engine(plan_path.read_bytes())
     assert engine is not None  # as trtexec --loadEngine reads it: nothing prepended
@@ -80,8 +84,11 @@ def test_fp16_builder_flag_pins_the_fp32_islands_and_the_engine_stays_within_the
     assert validation["network"] == FP16_BUILDER_FLAG
     islands = validation["fp32_islands"]  # layers pinned per island node, every one of them found in the network
     assert islands and validation["fp32_layers"] == sum(islands.values()) > 0
-    assert validation["bound"] == FP16_BOUNDS["suppressor"] and validation["worst"] <= validation["bound"]
+    # the FP16 graph of the same network counts the roundings an FP16 engine makes (islands excepted)
+    convert_stage(fp32, stage, tmp_path / "suppressor.fp16.onnx")
+    tolerance = fp16_tolerance(onnx.load(str(tmp_path / "suppressor.fp16.onnx")), 3 * 3 * 256 * 256)
+    assert validation["worst"] <= min(validation["bound"], tolerance)
     # The plan as written, on inputs the build's validation did not see, against ONNX Runtime on the CPU.
     feeds = example_inputs(stage, 2, seed=11)
     got = run_engine((tmp_path / "suppressor.fp16.plan").read_bytes(), feeds)
-    assert worst(compare(stage, run_onnxruntime(onnxruntime_session(fp32), feeds), got)) <= FP16_BOUNDS["suppressor"]
+    assert worst(compare(stage, run_onnxruntime(onnxruntime_session(fp32), feeds), got)) <= tolerance
