@@ -4,8 +4,11 @@ Poisson suppressor's face mask and the paste-back region that keeps occluders.
     0 background, 1 skin, 2 l_brow, 3 r_brow, 4 l_eye, 5 r_eye, 6 eye_g, 7 l_ear, 8 r_ear, 9 ear_r,
     10 nose, 11 mouth, 12 u_lip, 13 l_lip, 14 neck, 15 neck_l, 16 cloth, 17 hair, 18 hat
 
-CelebAMask-HQ labels what covers a face (a hand, a microphone, a cup) as none of the face's parts, so it
-comes out as background (or cloth): whatever is not the person's own head is an occluder to the paste.
+CelebAMask-HQ has no class for what covers a face: its labels are composed from one mask per part, so a
+hand or a microphone in front of the face lies in no part's mask and is background (0). Whatever is not
+the person's own head is an occluder to the paste. How reliably BiSeNet finds a hand is its training
+data's matter: CelebA-HQ has few occlusions (FaceOcc, Yin & Chen 2022, labelled a dedicated set for
+that reason, and FaceFusion runs a separate occluder model).
 """
 
 from __future__ import annotations
