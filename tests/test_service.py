@@ -14,12 +14,14 @@ import pytest
 from deghost.apps.edit.folder import write_failure
 from deghost.apps.serve.service import (
     MAX_UPLOAD_BYTES,
+    WARNINGS_HEADER,
     ClientError,
     EditParams,
     decode_upload,
     edit_many,
     encode_png,
     parse_params,
+    warnings_header,
 )
 from deghost.files import DiskFullError, disk_full_reported
 from deghost.runtime.images import read_image
@@ -150,8 +152,9 @@ def test_photo_uploads_share_one_pipeline_batch_and_one_without_a_face_gets_422_
         alone = pipe.edit_photo(photo, suppress="none").photos["none"][0]
         # Equal to the photo edited on its own, but for rounding: ONNX Runtime's float results for a row
         # depend on its place in the batch by ~1e-6, which can move a pixel across a level boundary.
-        difference = np.abs(answer.astype(int) - alone)
-        assert answer.shape == photo.shape and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+        difference = np.abs(answer.rgb.astype(int) - alone)
+        assert answer.rgb.shape == photo.shape and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+        assert answer.warnings == []
 
 
 def test_aligned_uploads_share_one_batch_and_an_unusable_one_gets_422_alone(pipe, monkeypatch):
@@ -171,8 +174,12 @@ def test_aligned_uploads_share_one_batch_and_an_unusable_one_gets_422_alone(pipe
     alone = pipe.edit(crop, suppress="none").rgb()[0]  # the aligned path of the library's own edit
     side = pipe.preset.image_size
     for answer in (answers[0], answers[2]):
-        difference = np.abs(answer.astype(int) - alone)  # batch-position rounding only, as for photos
-        assert answer.shape == (side, side, 3) and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+        difference = np.abs(answer.rgb.astype(int) - alone)  # batch-position rounding only, as for photos
+        assert answer.rgb.shape == (side, side, 3) and difference.max() <= 1 and (difference > 0).mean() < 1e-4
+        # a 512² crop for the 256² preset: the client is told it was resized (sent in X-Deghost-Warnings)
+        assert any("resized" in w for w in answer.warnings), answer.warnings
+        header = warnings_header(answer.warnings)[WARNINGS_HEADER]
+        assert header.encode("latin-1") and "resized" in header
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")

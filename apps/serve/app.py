@@ -46,6 +46,7 @@ from .service import (
     manifest_summary,
     parse_params,
     too_large_message,
+    warnings_header,
 )
 
 APP_NAME = "deghost"
@@ -107,14 +108,15 @@ class EditService:
             edited, batch = await self._edit_batch((rgb, params))
             if isinstance(edited, ClientError):
                 raise edited
-            return 200, "image/png", encode_png(edited), {BATCH_HEADER: str(batch)}
+            return 200, "image/png", encode_png(edited.rgb), {BATCH_HEADER: str(batch),
+                                                               **warnings_header(edited.warnings)}
         except ClientError as error:
             return _json(error.status, {"error": str(error)})
         finally:
             self.admitted -= 1
 
     async def _run_batch(self, requests: list[tuple]) -> list[tuple]:
-        """(rgb, params) per request → (edited rgb or ClientError, batch size); equal params share a run."""
+        """(rgb, params) per request → (Edited or ClientError, batch size); equal params share a run."""
         groups: dict[EditParams, list[int]] = {}
         for i, (_, params) in enumerate(requests):
             groups.setdefault(params, []).append(i)

@@ -81,9 +81,29 @@ def too_large_message(size: int) -> str:
     return refusals.upload_too_large(size, "http")
 
 
+@dataclass
+class Edited:
+    """One upload's answer: the edited RGB uint8 and what the client should know about it (a resized crop,
+    faces left unedited), sent back in the WARNINGS_HEADER."""
+
+    rgb: np.ndarray
+    warnings: list[str]
+
+
+WARNINGS_HEADER = "X-Deghost-Warnings"  # the upload's warnings, " | "-separated (latin-1, as HTTP headers are)
+
+
+def warnings_header(warnings: Sequence[str]) -> dict[str, str]:
+    """The response header carrying `warnings` (none when there are none)."""
+    if not warnings:
+        return {}
+    return {WARNINGS_HEADER: " | ".join(warnings).encode("latin-1", "replace").decode("latin-1")}
+
+
 def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
-              aligned: bool = False) -> list[np.ndarray | ClientError]:
-    """Edit several uploads with the same params → per upload the edited RGB uint8, or its ClientError.
+              aligned: bool = False) -> list[Edited | ClientError]:
+    """Edit several uploads with the same params → per upload its Edited (RGB uint8 and warnings), or its
+    ClientError.
 
     All of them go through one pipeline batch (`Pipeline.edit_inputs`): photos have every face edited and
     pasted back, `aligned` uploads are edited as the crops they are; an upload without a face or with
@@ -91,7 +111,7 @@ def edit_many(pipe: Pipeline, photos: Sequence[np.ndarray], params: EditParams,
     """
     done = pipe.edit_inputs(list(photos), params.attribute, params.alpha, params.suppress, FaceOptions(aligned))
     return [ClientError(refusals.word(d, "http", "the upload"), status=422) if isinstance(d, ImageError)
-            else d.photos[params.suppress][0] for d in done]
+            else Edited(d.photos[params.suppress][0], list(d.result.warnings)) for d in done]
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
