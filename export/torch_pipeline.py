@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from deghost.presets import Preset, get_preset
-from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_STAGES, Edit, EditResult, poisson_rows
+from deghost.runtime.pipeline import BLEND, GLUE, SUPPRESS_STAGES, poisson_rows
+from deghost.runtime.results import Edit, EditResult
 from deghost.stages import STAGE_NAMES
 
 from .graphs import area_downsample, fuse

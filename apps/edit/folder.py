@@ -46,7 +46,8 @@ from deghost.runtime.images import (
     read_image,
     write_image,
 )
-from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, Edit, EditResult, FaceOptions, Pipeline
+from deghost.runtime.pipeline import UNTRAINED_LABEL, Crops, FaceOptions, Pipeline
+from deghost.runtime.results import Edit, EditResult
 from deghost.runtime.video.io import VIDEO_SUFFIXES
 
 from .. import refusals

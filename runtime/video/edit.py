@@ -34,7 +34,8 @@ from ..face_classes import head_region
 from ..faces import MIN_FACE, Face, FaceChoice
 from ..faces.align import align_quad, ffhq_quad
 from ..faces.landmarks import alignment_points
-from ..pipeline import PASTE, Pipeline, Rendered
+from ..pipeline import PASTE, Pipeline
+from ..results import Rendered
 from .io import VideoFrame, VideoWriter, probe, read_frames
 from .smooth import DEFAULT_WINDOW, centred, smooth_quad, weighted_mean, window_weights
 from .track import DETECT_EVERY, FaceTracker, extent

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from deghost.runtime.pipeline import Pipeline, Rendered
+from deghost.runtime.pipeline import Pipeline
+from deghost.runtime.results import Rendered
 
 MASK_SIDE = 8  # the stand-in's Diff-CAM masks: 8×8, upsampled to the crop by the real fusion
 
