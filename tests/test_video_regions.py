@@ -134,3 +134,19 @@ def test_diffcam_masks_are_steadied_over_the_centred_window(negative):
         assert abs(steady[t] - expected) < 0.02, t
     flicker = lambda s: float(np.abs(np.diff(s)).mean())  # noqa: E731
     assert flicker(steady) < flicker(raw) / 3  # measured 6.8×
+
+
+def test_a_folder_without_the_face_parser_is_refused_before_any_frame_and_landmarks_still_run(tiny_onnx_dir):
+    """The real tiny networks: the head region needs the parser stage; without it the clip fails at once,
+    naming the way out, and the landmark region alone edits the frame."""
+    from deghost.manifest import Manifest, ManifestError
+    from deghost.runtime.pipeline import Pipeline
+
+    manifest = Manifest.load(tiny_onnx_dir)
+    manifest.artifacts = [a for a in manifest.artifacts if a.stage != "face_parser"]
+    frame = photo(scale=0.5)
+    with Pipeline(manifest, backend="onnxruntime", device="cpu", cache=False) as pipe:
+        with pytest.raises(ManifestError, match="face_parser.*--paste-region landmarks"):
+            next(edit_frames(pipe, [frame], suppress="none"))
+        edited = next(edit_frames(pipe, [frame], suppress="none", paste_region="landmarks"))
+    assert edited.faces and np.abs(edited.edited[0].astype(int) - frame).max() > 0  # untrained: it changes

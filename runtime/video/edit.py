@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from deghost.manifest import ManifestError
+
 from ..directions import DEFAULT_ALPHA
 from ..face_classes import head_region
 from ..faces import MIN_FACE, Face, FaceChoice
@@ -128,8 +130,12 @@ def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], a
         raise ValueError(f"paste_region must be one of {', '.join(PASTE_REGIONS)}; got {paste_region!r}")
     pipeline.prepare(suppress)
     parse = paste_region == "head"
-    if parse:
-        pipeline.backend("face_parser")  # opened now: a folder without the parser fails before any frame
+    if parse:  # the parser opened now: a folder without it fails before any frame is decoded
+        try:
+            pipeline.backend("face_parser")
+        except ManifestError as error:
+            raise ManifestError(f"{error}; or paste without the head region: paste_region='landmarks' "
+                                "(--paste-region landmarks)") from error
     weights, radius = window_weights(window), window // 2
     if batch < 1:
         raise ValueError(f"batch must be at least 1; got {batch}")
