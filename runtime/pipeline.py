@@ -299,7 +299,12 @@ class Pipeline:
     def find_faces(self, photo: np.ndarray, faces: FaceChoice = "all", min_face: float = MIN_FACE) -> list[Face]:
         """The chosen faces of an RGB uint8 [H,W,3] photo, FFHQ-aligned at the preset's side, left to right.
         Raises NoFaceError when there is none."""
-        return self.face_finder.find(photo, self.preset.image_size, faces, min_face)
+        return self.search_faces(photo, faces, min_face)[0]
+
+    def search_faces(self, photo: np.ndarray, faces: FaceChoice = "all", min_face: float = MIN_FACE
+                     ) -> tuple[list[Face], int]:
+        """`find_faces`, and how many faces were found beyond the MAX_FACES largest (left unedited)."""
+        return self.face_finder.search(photo, self.preset.image_size, faces, min_face)
 
     def edit_photo(self, photo: np.ndarray, attribute: str | Sequence[str] = "smile",
                    alpha: float | Sequence[float] = DEFAULT_ALPHA, suppress: str | Sequence[str] = "network",
@@ -355,7 +360,7 @@ class Pipeline:
         if options.aligned:
             tensor, warnings = to_model_input(image, side)
             return Crops(tensor, None, [], warnings, (time.perf_counter() - started) * 1e3)
-        faces, left_out = self.face_finder.search(image, side, options.faces, options.min_face)
+        faces, left_out = self.search_faces(image, options.faces, options.min_face)
         tensor = np.concatenate([to_model_input(face.crop, side)[0] for face in faces])
         warnings = [too_many_faces(left_out)] if left_out else []
         return Crops(tensor, image, faces, warnings, (time.perf_counter() - started) * 1e3)

@@ -320,6 +320,16 @@ def test_a_replica_killed_mid_burst_leaves_no_request_answered_500_or_unanswered
                   cpus_per_replica=0.5, aligned=True, app_name="deghost-faults", route_prefix="/faults",
                   request_timeout_s=60)
     face = _faces(tmp_path, 1)[0].read_bytes()
+    # The replicas' processes, through /health (each answers with its pid), asked while both are idle: the
+    # proxy then sends each request to either (busy, it sends them all to the one less loaded).
+    pids: set[int] = set()
+    for _ in range(60):  # bounded in count
+        status, _, body = _post(f"{service}/faults/health", None, timeout=30, method="GET")
+        if status == 200:
+            pids.add(json.loads(body)["pid"])
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2 and os.getpid() not in pids, pids
     answers, burst = [], threading.Barrier(17, timeout=60)
 
     def post() -> None:
@@ -331,16 +341,7 @@ def test_a_replica_killed_mid_burst_leaves_no_request_answered_500_or_unanswered
         thread.start()
     burst.wait()
     time.sleep(1.0)  # the burst is on the replicas (16 edits of ~0.3 s, two at a time per replica)
-    # A crash: SIGKILL to one replica's process, found through /health (each replica answers with its pid).
-    pids: set[int] = set()
-    for _ in range(40):  # the proxy spreads requests over both replicas; bounded in count
-        status, _, body = _post(f"{service}/faults/health", None, timeout=30, method="GET")
-        if status == 200:
-            pids.add(json.loads(body)["pid"])
-        if len(pids) == 2:
-            break
-    assert len(pids) == 2 and os.getpid() not in pids, pids
-    os.kill(min(pids), signal.SIGKILL)
+    os.kill(min(pids), signal.SIGKILL)  # a crash, mid-burst
     for thread in threads:
         thread.join(timeout=200)
     serve.delete("deghost-faults")

@@ -313,7 +313,7 @@ def test_a_photo_whose_face_finding_or_paste_back_raises_fails_alone_and_the_run
               "pasting.png": np.hstack([astronaut, astronaut[:, :40]])}  # told apart by their widths
     for name, rgb in photos.items():
         write_rgb(inputs / name, rgb)
-    find, paste = shared_pipe.find_faces, shared_pipe.paste
+    find, paste = shared_pipe.search_faces, shared_pipe.paste
 
     def find_that_crashes(photo, *args, **kwargs):
         if photo.shape[1] == photos["finding.png"].shape[1]:
@@ -326,7 +326,7 @@ def test_a_photo_whose_face_finding_or_paste_back_raises_fails_alone_and_the_run
         return paste(photo, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shared_pipe, "find_faces", find_that_crashes)
+        patch.setattr(shared_pipe, "search_faces", find_that_crashes)
         patch.setattr(shared_pipe, "paste", paste_that_crashes)
         code, stdout, _ = deghost_edit(str(inputs), "--out", str(tmp_path / "out"), "--suppress", "none",
                                        "--batch", "3")
