@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from .directions import DEFAULT_ALPHA, apply_direction, direction_class, load_di
 from .faces import MIN_FACE, Face, FaceChoice, FaceFinder, paste_faces, too_many_faces
 from .images import ImageError, from_model_output, to_model_input
 from .results import Edit, EditResult, PhotoResult, Rendered
+from .timing import add_timings, timed
 
 Images = np.ndarray | Sequence[np.ndarray]  # see Pipeline.edit
 SUPPRESS_MODES = ("network", "poisson", "eogi", "none")
@@ -383,13 +384,12 @@ class Pipeline:
               ) -> dict[str, list[np.ndarray]]:
         """suppress mode → one copy of `photo` per edit with the faces' edited crops pasted back; the faces
         are `result`'s images first, first + 1, …; adds the time to result.timings_ms[PASTE]."""
-        started = time.perf_counter()
         photos = {}
-        for mode in result.outputs:
-            rgb = result.rgb(mode)
-            photos[mode] = [paste_faces(photo, [rgb[result.row(first + i, k)] for i in range(len(faces))], list(faces))
-                            for k in range(len(result.edits))]
-        result.timings_ms[PASTE] = result.timings_ms.get(PASTE, 0.0) + (time.perf_counter() - started) * 1e3
+        with timed(result.timings_ms, PASTE):
+            for mode in result.outputs:
+                rgb = result.rgb(mode)
+                photos[mode] = [paste_faces(photo, [rgb[result.row(first + i, k)] for i in range(len(faces))],
+                                            list(faces)) for k in range(len(result.edits))]
         return photos
 
     def invert(self, images: Images) -> np.ndarray:
@@ -404,30 +404,10 @@ class Pipeline:
         """The first half of `run`: latents (the encoder's, or `given_w`), edits T and Diff-CAM masks, on the
         host; `suppress` finishes them. For callers that change the masks in between (a clip steadies them
         over time); `run` does both halves at once and keeps the data on the device where it can."""
-        started = time.perf_counter()
-        self.prepare([])
-        self._wait_for_warm_up()
-        batch, warnings = self.model_batch(images)
-        if given_w is not None and len(given_w) != len(batch):
-            raise ValueError(f"{len(given_w)} latents for {len(batch)} images")
-        edits, timer = list(edits), _Timer()
-        n_images, n_edits = len(batch), len(edits)
-        group, edit_group = self._chunk_shape(n_images, n_edits, [])
-        latents, parts = [], []
-        with self._exclusive([]):
-            for i0 in range(0, n_images, group):
-                w = self._latents(batch[i0 : i0 + group], given_w, i0, timer)
-                latents.append(w)
-                for k0 in range(0, n_edits, edit_group):
-                    chunk = self._render_chunk(w, edits[k0 : k0 + edit_group], timer)
-                    chunk = {name: _host(value) for name, value in chunk.items()}
-                    kk, ii = np.divmod(np.arange(len(chunk["mask"])), len(w))
-                    parts.append(((i0 + ii) * n_edits + k0 + kk, chunk))
-        merged = _merge_rows(parts, n_images * n_edits)
-        timings = timer.ms
-        timings[GLUE] = (time.perf_counter() - started) * 1e3 - sum(timings.values())
-        return Rendered(batch, merged["edit"], merged["mask"], merged["logits"], merged["class_index"],
-                        np.concatenate(latents), merged["w_edit"], edits, timings, warnings)
+        edits = list(edits)
+        batch, warnings, w, merged, timings = self._edit_rows(images, edits, [], given_w)
+        return Rendered(batch, merged["edit"], merged["mask"], merged["logits"], merged["class_index"], w,
+                        merged["w_edit"], edits, timings, warnings)
 
     def suppress(self, rendered: Rendered, suppress: str | Sequence[str] = "network",
                  mask: np.ndarray | None = None) -> EditResult:
@@ -451,8 +431,7 @@ class Pipeline:
                 parts.append((indices, {name: _host(value) for name, value in chunk.items()}))
         merged = _merge_rows(parts, rows)
         timings = {**rendered.timings_ms}
-        for key, ms in timer.ms.items():
-            timings[key] = timings.get(key, 0.0) + ms
+        add_timings(timings, timer.ms)
         timings[GLUE] = timings.get(GLUE, 0.0) + (time.perf_counter() - started) * 1e3 - sum(timer.ms.values())
         return EditResult(
             images=rendered.images, outputs={mode: merged[f"out:{mode}"] for mode in modes}, fused=merged["fused"],
@@ -482,15 +461,26 @@ class Pipeline:
             given_w: np.ndarray | None = None) -> EditResult:
         """`edit` with the edits already resolved by `edits(...)` (folder mode resolves them once); `given_w`
         [B,n_latent,512], where given, are the images' w instead of the encoder's (see `invert`)."""
+        modes, edits = _modes(suppress), list(edits)
+        batch, warnings, w, merged, timings = self._edit_rows(images, edits, modes, given_w)
+        return EditResult(
+            images=batch, outputs={mode: merged[f"out:{mode}"] for mode in modes}, fused=merged["fused"],
+            mask=merged["mask"], logits=merged["logits"], class_index=merged["class_index"], w=w,
+            w_edit=merged["w_edit"], edits=edits, timings_ms=timings, untrained=self.untrained, warnings=warnings,
+        )
+
+    def _edit_rows(self, images: Images, edits: list[Edit], modes: list[str], given_w: np.ndarray | None
+                   ) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+        """`run` and `render`'s work: the images × edits in chunks that fit every stage → (the model batch, its
+        warnings, latents w, each chunk's arrays merged into image-major rows, timings). No modes: rendered
+        edits and masks only."""
         started = time.perf_counter()
-        modes = _modes(suppress)
         self.prepare(modes)
         self._wait_for_warm_up()
         batch, warnings = self.model_batch(images)
         if given_w is not None and len(given_w) != len(batch):
             raise ValueError(f"{len(given_w)} latents for {len(batch)} images")
-        edits, timer = list(edits), _Timer()
-        n_images, n_edits = len(batch), len(edits)
+        timer, n_images, n_edits = _Timer(), len(batch), len(edits)
         group, edit_group = self._chunk_shape(n_images, n_edits, modes)
         latents, parts = [], []
         with self._exclusive(modes):
@@ -506,12 +496,7 @@ class Pipeline:
         merged = _merge_rows(parts, n_images * n_edits)
         timings = timer.ms
         timings[GLUE] = (time.perf_counter() - started) * 1e3 - sum(timings.values())
-        return EditResult(
-            images=batch, outputs={mode: merged[f"out:{mode}"] for mode in modes}, fused=merged["fused"],
-            mask=merged["mask"], logits=merged["logits"], class_index=merged["class_index"],
-            w=np.concatenate(latents), w_edit=merged["w_edit"], edits=edits, timings_ms=timings,
-            untrained=self.untrained, warnings=warnings,
-        )
+        return batch, warnings, np.concatenate(latents), merged, timings
 
     def _exclusive(self, modes: list[str]):
         """The pipeline's one-edit-at-a-time lock where a stage cannot run from several threads at once (its
@@ -521,8 +506,11 @@ class Pipeline:
 
     def _edit_chunk(self, images: np.ndarray, w: np.ndarray, edits: list[Edit], modes: list[str],
                     timer: _Timer) -> dict[str, np.ndarray]:
-        """g images × k edits → host arrays, rows edit-major (row kk·g + ii)."""
+        """g images × k edits → host arrays, rows edit-major (row kk·g + ii); no modes: the edits T and their masks
+        as rendered (`render`)."""
         rendered = self._render_chunk(w, edits, timer)
+        if not modes:
+            return {name: _host(value) for name, value in rendered.items()}
         source = np.tile(np.arange(len(images)), len(edits))  # the image of each edited row
         suppressed = self._suppress_chunk(images, source, rendered["edit"], rendered["mask"], modes, timer)
         return {**suppressed, "logits": rendered["logits"], "class_index": rendered["class_index"],
@@ -709,15 +697,10 @@ def _host(value: np.ndarray | DeviceTensor) -> np.ndarray:
 
 
 class _Timer:
-    """Wall-clock milliseconds accumulated per key."""
+    """Wall-clock milliseconds accumulated per key: `with timer("encoder"): ...`."""
 
     def __init__(self):
         self.ms: dict[str, float] = {}
 
-    @contextmanager
-    def __call__(self, key: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[key] = self.ms.get(key, 0.0) + (time.perf_counter() - start) * 1e3
+    def __call__(self, key: str):
+        return timed(self.ms, key)

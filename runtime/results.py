@@ -11,6 +11,7 @@ import numpy as np
 
 from .faces import Face
 from .images import from_model_output
+from .timing import add_timings
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare the direction arrays element-wise
@@ -108,8 +109,7 @@ class Rendered:
             raise ValueError("nothing to join")
         timings: dict[str, float] = {}
         for part in parts:
-            for key, ms in part.timings_ms.items():
-                timings[key] = timings.get(key, 0.0) + ms
+            add_timings(timings, part.timings_ms)
         stack = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
         return Rendered(stack("images"), stack("edit"), stack("mask"), stack("logits"), stack("class_index"),
                         stack("w"), stack("w_edit"), parts[0].edits, timings,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -38,6 +37,7 @@ from ..faces.align import align_quad, ffhq_quad
 from ..faces.landmarks import alignment_points
 from ..pipeline import PASTE, Pipeline
 from ..results import Rendered
+from ..timing import add_timings, timed
 from .io import VideoFrame, VideoWriter, probe, read_frames
 from .smooth import DEFAULT_WINDOW, centred, smooth_quad, weighted_mean, window_weights
 from .track import DETECT_EVERY, FaceTracker, extent
@@ -61,13 +61,9 @@ class ClipStats:
     detections: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    @contextmanager
-    def timed(self, key: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings_ms[key] = self.timings_ms.get(key, 0.0) + (time.perf_counter() - started) * 1e3
+    def timed(self, key: str):
+        """`with stats.timed(DECODE): ...` adds the block's milliseconds to timings_ms[key]."""
+        return timed(self.timings_ms, key)
 
 
 @dataclass
@@ -188,7 +184,7 @@ def edit_frames(pipeline: Pipeline, frames: Iterable[np.ndarray | VideoFrame], a
             if crops:
                 latents = np.stack([w for state in group for w in state.w.values()])
                 result = pipeline.render(crops, edits, given_w=latents)
-                _add_timings(stats, result.timings_ms)
+                add_timings(stats.timings_ms, result.timings_ms)
                 result.timings_ms = {}  # counted once, here; the faces' views below would repeat them
                 if parse:
                     with stats.timed(PARSE):
@@ -223,22 +219,16 @@ def _finish(pipeline: Pipeline, group: list[_State], suppress: str, stats: ClipS
     if parts:
         masks = np.concatenate([state.masks[n] for state in group for n in state.faces])
         result = pipeline.suppress(Rendered.join(parts), suppress, mask=masks)
-        _add_timings(stats, result.timings_ms)
+        add_timings(stats.timings_ms, result.timings_ms)
     first = 0
     for state in group:
         rgb = state.frame.rgb
         edited = [rgb] * n_edits
         if state.faces:
-            result.timings_ms[PASTE] = 0.0
-            edited = pipeline.paste(rgb, list(state.faces.values()), result, first)[suppress]
-            stats.timings_ms[PASTE] = stats.timings_ms.get(PASTE, 0.0) + result.timings_ms[PASTE]
+            with stats.timed(PASTE):
+                edited = pipeline.paste(rgb, list(state.faces.values()), result, first)[suppress]
             first += len(state.faces)
         yield EditedFrame(state.frame.index, state.frame.pts, rgb, edited, dict(state.faces))
-
-
-def _add_timings(stats: ClipStats, timings_ms: dict[str, float]) -> None:
-    for stage, ms in timings_ms.items():
-        stats.timings_ms[stage] = stats.timings_ms.get(stage, 0.0) + ms
 
 
 def _batches(states: Iterator[_State], faces: int) -> Iterator[list[_State]]:
